@@ -24,7 +24,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 gen: deps
-	npx buf generate
+	npx buf generate && npx buf generate --template buf.gen.hostagent.yaml
 
 typecheck: deps
 	npx tsc -p tsconfig.json
