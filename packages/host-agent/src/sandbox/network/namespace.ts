@@ -1,14 +1,17 @@
 // A sandbox's network: its own namespace `wrenn-<sandboxId>`, joined to the host by a veth pair
-// (host side `wv…` in the root namespace, `eth0` inside) carrying a /30 chosen by slot.
-// No NAT and no filtering yet: the sandbox can reach its host-side address and nothing else.
+// (host side `wv…` in the root namespace, `eth0` inside) carrying the /30 of its pool slot.
+// What the sandbox may reach through it is the firewall's business (firewall.ts), not this file's.
 import { createHash } from "node:crypto";
 import { runCommand } from "../../exec/command.js";
 import type { Cleanup } from "../cleanup.js";
+import type { SlotAllocator } from "./slots.js";
 
 const IP_TIMEOUT_MS = 10_000;
 const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
-/** Slots index /30 blocks `10.200.<slot>.0/30`; the slot allocator (later) hands them out. */
-export const MAX_SLOT = 255;
+/** Every sandbox namespace is named this plus the sandbox id; nothing else of ours uses it. */
+export const NAMESPACE_PREFIX = "wrenn-";
+/** What every host-side veth name looks like: `wv` and 12 hex digits of the id's hash. */
+export const HOST_INTERFACE_NAME = /^wv[0-9a-f]{12}$/;
 
 export interface SandboxNetwork {
   sandboxId: string;
@@ -26,32 +29,54 @@ export interface SandboxNetwork {
   prefixLength: 30;
 }
 
-/** The names and addresses a sandbox's network will have; creates nothing. */
-export function planNetwork(sandboxId: string, slot: number): SandboxNetwork {
-  if (!SANDBOX_ID.test(sandboxId)) throw new RangeError(`invalid sandbox id ${JSON.stringify(sandboxId)}`);
-  if (!Number.isInteger(slot) || slot < 0 || slot > MAX_SLOT) throw new RangeError(`network slot ${slot} is outside 0–${MAX_SLOT}`);
-  const namespace = `wrenn-${sandboxId}`;
+/** Whether `sandboxId` can name a namespace, an interface and a firewall chain. */
+export function isSandboxId(sandboxId: string): boolean {
+  return SANDBOX_ID.test(sandboxId);
+}
+
+/** The namespace of `sandboxId`. */
+export function namespaceName(sandboxId: string): string {
+  return `${NAMESPACE_PREFIX}${sandboxId}`;
+}
+
+/** The sandbox id a namespace name carries, or undefined for a namespace that is not a sandbox's. */
+export function sandboxIdOfNamespace(namespace: string): string | undefined {
+  if (!namespace.startsWith(NAMESPACE_PREFIX)) return undefined;
+  const sandboxId = namespace.slice(NAMESPACE_PREFIX.length);
+  return isSandboxId(sandboxId) ? sandboxId : undefined;
+}
+
+/** The host-side veth name of `sandboxId`; computable from the id alone, as the firewall and orphan sweep need. */
+export function hostInterfaceName(sandboxId: string): string {
   // Interface names stop at 15 bytes; a hash of the id keeps them unique for any id length.
-  const hostInterface = `wv${createHash("sha256").update(sandboxId).digest("hex").slice(0, 12)}`;
+  return `wv${createHash("sha256").update(sandboxId).digest("hex").slice(0, 12)}`;
+}
+
+/** The names and addresses a sandbox's network will have in `slot` of `pool`; creates nothing. */
+export function planNetwork(sandboxId: string, slot: number, pool: SlotAllocator): SandboxNetwork {
+  if (!isSandboxId(sandboxId)) throw new RangeError(`invalid sandbox id ${JSON.stringify(sandboxId)}`);
+  const { hostAddress, sandboxAddress, prefixLength } = pool.addresses(slot);
+  const namespace = namespaceName(sandboxId);
   return {
     sandboxId,
     slot,
     namespace,
     namespacePath: `/var/run/netns/${namespace}`,
-    hostInterface,
+    hostInterface: hostInterfaceName(sandboxId),
     sandboxInterface: "eth0",
-    hostAddress: `10.200.${slot}.1`,
-    sandboxAddress: `10.200.${slot}.2`,
-    prefixLength: 30,
+    hostAddress,
+    sandboxAddress,
+    prefixLength,
   };
 }
 
 /**
- * Creates the namespace, the veth pair, addresses and routes for `sandboxId` in `slot`,
- * registering their removal on `cleanup` as each one comes into being.
+ * Creates the namespace, the veth pair, addresses and routes for `sandboxId` in `slot` of `pool`,
+ * registering their removal on `cleanup` as each one comes into being. The slot stays the caller's
+ * to release. Register the sandbox with the firewall before anything runs inside the namespace.
  */
-export async function createNetwork(sandboxId: string, slot: number, cleanup: Cleanup): Promise<SandboxNetwork> {
-  const net = planNetwork(sandboxId, slot);
+export async function createNetwork(sandboxId: string, slot: number, pool: SlotAllocator, cleanup: Cleanup): Promise<SandboxNetwork> {
+  const net = planNetwork(sandboxId, slot, pool);
   await ip(["netns", "add", net.namespace]);
   cleanup.defer(`delete netns ${net.namespace}`, () => deleteNamespace(net.namespace));
   // The peer is born inside the namespace, so no `eth0` ever appears in the root namespace.
@@ -89,11 +114,13 @@ export async function linkExists(name: string): Promise<boolean> {
   return links.some((link) => link.ifname === name);
 }
 
-async function deleteLink(name: string): Promise<void> {
+/** Deletes a root-namespace interface (a veth takes its peer along) unless it is already gone. */
+export async function deleteLink(name: string): Promise<void> {
   if (await linkExists(name)) await ip(["link", "del", name]);
 }
 
-async function deleteNamespace(name: string): Promise<void> {
+/** Deletes a named network namespace unless it is already gone. */
+export async function deleteNamespace(name: string): Promise<void> {
   if ((await listNamespaces()).includes(name)) await ip(["netns", "del", name]);
 }
 
