@@ -3,13 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 NODE_MODULES_STAMP := node_modules/.wrenn-installed
+# Where `make up` keeps templates, sandboxes and the host token (gitignored).
+WRENN_DATA_DIR ?= $(CURDIR)/.data
 
 help:
-	@echo "make up     run Wrenn on this machine (today: envd on port 49983)"
+	@echo "make up     run Wrenn on this machine (today: the host agent, RPC :5008, port proxy :5009)"
 	@echo "make test   install what the tests need and run every test"
 	@echo "make envd   build the self-contained envd directory build/opt-wrenn/"
 	@echo "make gen    regenerate protobuf code from proto/"
-	@echo "make bench  run the benchmarks under bench/"
+	@echo "make bench  run the benchmarks under bench/ (envd, then the host agent)"
+	@echo "make base-template  build the Debian 'base' template (cached)"
 
 # npm packages, installed once per package-lock change. Not `npm ci`: npm 11's ci rejects this
 # lockfile over other platforms' optional binaries even when freshly generated; install honours it.
@@ -32,13 +35,24 @@ typecheck: deps
 envd: deps system-deps
 	bash scripts/build-envd.sh
 
-up: deps
-	node --import tsx packages/envd/src/main.ts --port $${ENVD_PORT:-49983}
+# The platform `base` template (Debian bookworm + python3, nodejs, git, curl; user uid 1000). A no-op once built.
+base-template: system-deps
+	bash scripts/build-base-template.sh $(WRENN_DATA_DIR)/agent
+
+# The host agent as root, on the embedded defaults: data in .data/agent, RPC on 127.0.0.1:5008
+# (token in .data/agent/host-token), port proxy on 127.0.0.1:5009.
+up: deps envd base-template
+	node --import tsx packages/host-agent/src/main.ts --data-dir $(WRENN_DATA_DIR)/agent
 
 test: deps system-deps
 	bash scripts/test.sh
 
-bench: envd
+bench: envd bench-envd bench-agent
+
+bench-envd: envd
 	node --import tsx bench/envd/run.ts
 
-.PHONY: help deps system-deps gen typecheck envd up test bench
+bench-agent: envd
+	node --import tsx bench/host-agent/run.ts
+
+.PHONY: help deps system-deps gen typecheck envd base-template up test bench bench-envd bench-agent

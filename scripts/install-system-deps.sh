@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Wrenn's build and tests need, only when missing.
 set -euo pipefail
-packages=(tini busybox-static runsc iproute2)
+packages=(tini busybox-static runsc iproute2 nftables e2fsprogs util-linux mmdebstrap)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -14,6 +14,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { Process } from "@wrenn/proto/envd/process";
 import { runCommand } from "../src/exec/command.js";
 import { Cleanup } from "../src/sandbox/cleanup.js";
+import { SlotAllocator } from "../src/sandbox/network/slots.js";
 import { createNetwork, linkExists, listNamespaces, type SandboxNetwork } from "../src/sandbox/network/namespace.js";
 import { mountRootfs, mountsUnder } from "../src/sandbox/storage/rootfs.js";
 import { ENVD_PORT, GvisorRuntime } from "../src/sandbox/runtime/gvisor.js";
@@ -34,14 +35,18 @@ const skip = !isRoot ? "needs root" : !hasRunsc ? "needs runsc (scripts/install-
 
 const basicAuth = (user: string) => ({ authorization: "Basic " + Buffer.from(`${user}:`).toString("base64") });
 
-/** A slot from 250 up whose /30 no interface on this host already uses. */
+/** This test's own addresses, away from the agent tests' pools. */
+const testPool = new SlotAllocator("10.201.250.0/24");
+
+/** A slot whose /30 no interface on this host already uses. */
 async function freeSlot(): Promise<number> {
   const addresses = JSON.parse(await runCommand("ip", ["-json", "addr", "show"], { timeoutMs: 5000 })) as { addr_info: { local: string }[] }[];
   const used = new Set(addresses.flatMap((link) => link.addr_info.map((a) => a.local)));
-  for (let slot = 250; slot <= 255; slot++) {
-    if (!used.has(`10.200.${slot}.1`) && !used.has(`10.200.${slot}.2`)) return slot;
+  for (let slot = 0; slot < testPool.total; slot++) {
+    const { hostAddress, sandboxAddress } = testPool.addresses(slot);
+    if (!used.has(hostAddress) && !used.has(sandboxAddress)) return slot;
   }
-  throw new Error("no free test slot in 10.200.250–255");
+  throw new Error("no free test slot in 10.201.250.0/24");
 }
 
 async function health(baseUrl: string, timeoutMs: number): Promise<number | undefined> {
@@ -94,14 +99,16 @@ describe("a gVisor sandbox running envd", { skip }, () => {
     cleanup.defer(`remove ${workDir}`, () => rm(workDir, { recursive: true, force: true }));
     const templateDir = path.join(workDir, "template");
     await buildBusyboxTemplate(templateDir);
-    runtime = new GvisorRuntime({ stateDir: path.join(workDir, "runsc"), envdDir });
+    runtime = new GvisorRuntime({ stateDir: path.join(workDir, "runsc"), envdDir, pidsLimit: limits.pidsLimit });
     await cleanup.undoOnFailure(async () => {
-      network = await createNetwork(sandboxId, await freeSlot(), cleanup);
+      network = await createNetwork(sandboxId, await freeSlot(), testPool, cleanup);
       const sandboxDir = path.join(workDir, "sandbox");
-      const rootfs = await mountRootfs(templateDir, sandboxDir, cleanup);
+      await mkdir(sandboxDir, { recursive: true });
+      const rootfs = await mountRootfs([templateDir], sandboxDir, path.join(sandboxDir, "rootfs"), cleanup);
       baseUrl = `http://${network.sandboxAddress}:${ENVD_PORT}`;
       const started = performance.now();
-      await runtime.boot({ sandboxId, bundleDir: path.join(sandboxDir, "bundle"), rootfsDir: rootfs.dir, netnsPath: network.namespacePath, ...limits }, cleanup);
+      const boot = { sandboxId, sandboxDir, rootfs: { kind: "directory" as const, path: rootfs.dir }, netnsPath: network.namespacePath, sandboxAddress: network.sandboxAddress };
+      await runtime.boot({ ...boot, vcpus: limits.vcpus, memoryMb: limits.memoryMb }, cleanup);
       const runDone = performance.now();
       while ((await health(baseUrl, 500)) !== 204) {
         if (performance.now() - started > 20_000) {

@@ -6,11 +6,13 @@
 // interfaces and nothing else. runsc is never started through `ip netns exec` (that remounts
 // /sys and breaks cgroups). See docs/host-agent-gvisor.md for the measured facts.
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
+import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox, RuntimeStatus } from "./driver.js";
 
 const RUN_TIMEOUT_MS = 30_000;
 const CONTROL_TIMEOUT_MS = 10_000;
@@ -36,16 +38,7 @@ export interface GvisorConfig {
   runsc?: string;
 }
 
-export interface BootRequest {
-  sandboxId: string;
-  /** Where config.json and the sandbox's console log are written. */
-  bundleDir: string;
-  /** The prepared root filesystem (already mounted). */
-  rootfsDir: string;
-  /** The prepared network namespace, e.g. /var/run/netns/wrenn-<id>. */
-  netnsPath: string;
-  hostname?: string;
-  /** CPU time the sandbox may use, in whole or fractional CPUs (default 1). */
+export interface GvisorLimits {
   vcpus?: number;
   /**
    * Memory for everything the sandbox holds, sentry included, in MiB (default 512); also the
@@ -59,6 +52,14 @@ export interface BootRequest {
   pidsLimit?: number;
 }
 
+/** What the OCI spec is written from. */
+export interface SpecRequest extends GvisorLimits {
+  sandboxId: string;
+  rootfsDir: string;
+  netnsPath?: string;
+  hostname?: string;
+}
+
 /** Idle, a sandbox holds ~50 host tasks; 40 sleeping guest processes ~420. */
 export const DEFAULT_LIMITS = { vcpus: 1, memoryMb: 512, pidsLimit: 4096 } as const;
 /** The CFS period the cpu quota is a share of (the kernel's default, 100 ms). */
@@ -70,11 +71,44 @@ export interface RunscContainer {
   status: "created" | "running" | "paused" | "stopped" | string;
 }
 
-export class GvisorRuntime {
+export class GvisorRuntime implements RuntimeDriver {
+  readonly name = "gvisor" as const;
+  readonly rootfsKind = "directory" as const;
+  /** `runsc checkpoint` refuses hostinet sandboxes on this runsc: snapshots are filesystem-only. */
+  readonly memorySnapshots = false;
   private readonly runsc: string;
 
-  constructor(private readonly config: GvisorConfig) {
+  constructor(private readonly config: GvisorConfig & { pidsLimit?: number }) {
     this.runsc = config.runsc ?? "runsc";
+  }
+
+  /**
+   * Boots a real (network-less) sandbox whose only program is tini printing its version: proves
+   * runsc, the platform and the envd directory all work here, not merely that a binary exists.
+   */
+  async probe(): Promise<RuntimeProbe> {
+    const result = { name: this.name, memorySnapshots: this.memorySnapshots };
+    let version: string;
+    try {
+      version = (await runCommand(this.runsc, ["--version"], { timeoutMs: CONTROL_TIMEOUT_MS })).split("\n")[0] ?? "";
+    } catch (err) {
+      return { ...result, available: false, detail: `runsc not usable: ${(err as Error).message}` };
+    }
+    const dir = await mkdtemp(path.join(tmpdir(), "wrenn-gvisor-probe-"));
+    try {
+      const rootfsDir = path.join(dir, "rootfs");
+      await mkdir(path.join(rootfsDir, "opt", "wrenn"), { recursive: true });
+      const id = `wrenn-probe-${process.pid}-${Date.now()}`;
+      const spec = ociSpec({ sandboxId: id, rootfsDir, envdDir: this.config.envdDir, args: [path.posix.join(ENVD_MOUNT_POINT, "bin", "tini"), "--version"] });
+      await writeFile(path.join(dir, "config.json"), JSON.stringify(spec));
+      const out = await runCommand(this.runsc, ["--network=none", "--root", path.join(dir, "state"), "run", "--bundle", dir, id], { timeoutMs: RUN_TIMEOUT_MS });
+      if (!/tini/i.test(out)) return { ...result, available: false, detail: `probe sandbox printed ${JSON.stringify(out.slice(0, 200))}` };
+      return { ...result, available: true, detail: version };
+    } catch (err) {
+      return { ...result, available: false, detail: `probe sandbox failed: ${(err as Error).message}` };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   /**
@@ -83,18 +117,30 @@ export class GvisorRuntime {
    */
   async boot(request: BootRequest, cleanup: Cleanup): Promise<void> {
     const log = logger.child({ sandboxId: request.sandboxId, runtime: "gvisor" });
-    await mkdir(request.bundleDir, { recursive: true });
+    if (request.rootfs.kind !== "directory") throw new Error(`gvisor boots a directory, not a ${request.rootfs.kind} rootfs`);
+    const bundleDir = bundleDirOf(request.sandboxDir);
+    await mkdir(bundleDir, { recursive: true });
     await mkdir(this.config.stateDir, { recursive: true });
     const args = await envdCommand(this.config.envdDir);
-    const spec = ociSpec({ ...request, args, envdDir: this.config.envdDir });
-    await writeFile(path.join(request.bundleDir, "config.json"), JSON.stringify(spec, null, 2));
+    const spec = ociSpec({
+      sandboxId: request.sandboxId,
+      rootfsDir: request.rootfs.path,
+      netnsPath: request.netnsPath,
+      hostname: request.hostname,
+      vcpus: request.vcpus,
+      memoryMb: request.memoryMb,
+      pidsLimit: this.config.pidsLimit,
+      args,
+      envdDir: this.config.envdDir,
+    });
+    await writeFile(path.join(bundleDir, "config.json"), JSON.stringify(spec, null, 2));
     // Registered before `run`: a run that fails halfway can leave a created container behind.
     cleanup.defer(`stop gvisor sandbox ${request.sandboxId}`, () => this.stop(request.sandboxId));
     const started = performance.now();
     // The detached sandbox inherits runsc's stdout/stderr: envd's output lands in console.log.
-    await this.control(["run", "--detach", "--bundle", request.bundleDir, request.sandboxId], {
+    await this.control(["run", "--detach", "--bundle", bundleDir, request.sandboxId], {
       timeoutMs: RUN_TIMEOUT_MS,
-      outputFile: path.join(request.bundleDir, "console.log"),
+      outputFile: path.join(bundleDir, "console.log"),
     });
     log.info({ ms: Math.round(performance.now() - started) }, "gvisor sandbox started");
   }
@@ -122,11 +168,33 @@ export class GvisorRuntime {
   }
 
   /** The containers runsc knows under this state directory. */
-  async list(): Promise<RunscContainer[]> {
+  async containers(): Promise<RunscContainer[]> {
     if (!existsSync(this.config.stateDir)) return [];
     const out = await this.control(["list", "--format=json"], { timeoutMs: CONTROL_TIMEOUT_MS });
     const parsed = JSON.parse(out) as { id: string; pid: number; status: string }[] | null;
     return (parsed ?? []).map(({ id, pid, status }) => ({ id, pid, status }));
+  }
+
+  async list(): Promise<RuntimeSandbox[]> {
+    const statusOf = (status: string): RuntimeStatus => (status === "running" || status === "paused" ? status : "stopped");
+    return (await this.containers()).map(({ id, status }) => ({ id, status: statusOf(status) }));
+  }
+
+  cgroupPath(sandboxId: string): string {
+    return `/wrenn/${sandboxId}`;
+  }
+
+  /** Reads the sandbox's host cgroup before it is deleted: an OOM kill or a full pids budget. */
+  async exitReason(sandboxId: string): Promise<string | undefined> {
+    const read = (file: string) => readFile(file, "utf8").catch(() => "");
+    const cgroup = this.cgroupPath(sandboxId);
+    const v1 = existsSync("/sys/fs/cgroup/memory");
+    const memoryEvents = v1 ? await read(`/sys/fs/cgroup/memory${cgroup}/memory.oom_control`) : await read(`/sys/fs/cgroup${cgroup}/memory.events`);
+    const limit = v1 ? await read(`/sys/fs/cgroup/memory${cgroup}/memory.limit_in_bytes`) : await read(`/sys/fs/cgroup${cgroup}/memory.max`);
+    if (/^oom_kill [1-9]/m.test(memoryEvents)) return `out of memory: the sandbox used its whole memory limit (${Math.round(Number(limit) / 2 ** 20)} MiB) and was killed`;
+    const pidsEvents = v1 ? await read(`/sys/fs/cgroup/pids${cgroup}/pids.events`) : await read(`/sys/fs/cgroup${cgroup}/pids.events`);
+    if (/^max [1-9]/m.test(pidsEvents)) return "process limit: the sandbox reached its task limit and was stopped";
+    return undefined;
   }
 
   private async control(args: string[], options: { timeoutMs: number; outputFile?: string }): Promise<string> {
@@ -144,8 +212,12 @@ export async function envdCommand(envdDir: string, port = ENVD_PORT): Promise<st
   return [path.posix.join(ENVD_MOUNT_POINT, "bin", "tini"), "-s", "--", ...argv, "--port", String(port)];
 }
 
+export function bundleDirOf(sandboxDir: string): string {
+  return path.join(sandboxDir, "bundle");
+}
+
 /** The OCI runtime spec for one sandbox. */
-export function ociSpec(options: BootRequest & { args: string[]; envdDir: string }): Record<string, unknown> {
+export function ociSpec(options: SpecRequest & { args: string[]; envdDir: string }): Record<string, unknown> {
   return {
     ociVersion: "1.0.2",
     process: {
@@ -185,7 +257,8 @@ export function ociSpec(options: BootRequest & { args: string[]; envdDir: string
         { type: "ipc" },
         { type: "uts" },
         { type: "mount" },
-        { type: "network", path: options.netnsPath },
+        // No path (the probe): left out, and runsc runs with --network=none.
+        ...(options.netnsPath ? [{ type: "network", path: options.netnsPath }] : []),
       ],
     },
   };
@@ -195,7 +268,7 @@ export function ociSpec(options: BootRequest & { args: string[]; envdDir: string
  * `linux.resources` for one sandbox. runsc writes them to the host cgroup /wrenn/<id>; gVisor does
  * not enforce them inside (this runsc has no in-sandbox OOM killer or pids controller).
  */
-export function sandboxResources(limits: Pick<BootRequest, "vcpus" | "memoryMb" | "pidsLimit">): Record<string, unknown> {
+export function sandboxResources(limits: GvisorLimits): Record<string, unknown> {
   const vcpus = limits.vcpus ?? DEFAULT_LIMITS.vcpus;
   const memoryMb = limits.memoryMb ?? DEFAULT_LIMITS.memoryMb;
   const pidsLimit = limits.pidsLimit ?? DEFAULT_LIMITS.pidsLimit;

@@ -1,0 +1,138 @@
+// Benchmarks the host agent against the floor this machine gives in the same run: a bare
+// `runsc run` of the same rootfs until a command's output comes back. Reports create→first exec
+// (sequential and 10 at once), and the idle memory one sandbox costs the host, then how many
+// idle sandboxes actually fit. Usage: `make bench-agent`, or
+// `node --import tsx bench/host-agent/run.ts [--runs 30] [--concurrent 10] [--density 100]`.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { runCommand } from "../../packages/host-agent/src/exec/command.js";
+import { ociSpec } from "../../packages/host-agent/src/sandbox/runtime/gvisor.js";
+import { buildBusyboxTemplate } from "../../packages/host-agent/test/template.js";
+import { TEST_TEMPLATE, envdDir, removeDataDir, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: "string", default: "30" },
+    concurrent: { type: "string", default: "10" },
+    density: { type: "string", default: "100" },
+  },
+});
+const RUNS = Number(values.runs);
+const CONCURRENT = Number(values.concurrent);
+const DENSITY = Number(values.density);
+const GOALS = { createToExecRatio: 1.5, idleSandboxesOn24GiB: 100 };
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+const summary = (samples: number[]) => {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { p50: quantile(sorted, 0.5), p95: quantile(sorted, 0.95), n: samples.length };
+};
+const ms = (value: number) => `${value.toFixed(0)} ms`;
+
+/** Bare runsc: the busybox rootfs, `echo ready` as the only program, no network; until its output is back. */
+async function bareRunsc(templateDir: string, runs: number): Promise<number[]> {
+  const work = await mkdtemp(path.join(tmpdir(), "wrenn-bench-runsc-"));
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      const id = `bench-floor-${process.pid}-${i}`;
+      const bundle = path.join(work, id);
+      await mkdir(bundle);
+      const spec = ociSpec({ sandboxId: id, rootfsDir: templateDir, args: ["/bin/echo", "ready"], envdDir });
+      await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec));
+      const started = performance.now();
+      const out = await runCommand("runsc", ["--network=none", "--root", path.join(work, "state"), "run", "--bundle", bundle, id], { timeoutMs: 30_000 });
+      samples.push(performance.now() - started);
+      if (out.trim() !== "ready") throw new Error(`bare runsc printed ${JSON.stringify(out)}`);
+      await runCommand("runsc", ["--root", path.join(work, "state"), "delete", "--force", id], { timeoutMs: 10_000 }).catch(() => undefined);
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  return samples;
+}
+
+async function createThenExec(agent: AgentUnderTest, sandboxId: string): Promise<number> {
+  const started = performance.now();
+  await agent.client.createSandbox({ sandboxId, template: TEST_TEMPLATE });
+  const result = await agent.client.exec({ sandboxId, cmd: "/bin/echo", args: ["ready"] });
+  const elapsed = performance.now() - started;
+  if (text(result.stdout).trim() !== "ready") throw new Error(`exec printed ${JSON.stringify(text(result.stdout))}`);
+  return elapsed;
+}
+
+async function memAvailableMiB(): Promise<number> {
+  const meminfo = await readFile("/proc/meminfo", "utf8");
+  return Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)![1]) / 1024;
+}
+
+async function settle(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+}
+
+async function main(): Promise<void> {
+  const templateDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-template-"));
+  await buildBusyboxTemplate(templateDir);
+  const agent = await startAgentProcess({ pool: "10.230.0.0/22", args: ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"] });
+  const report: Record<string, unknown> = { host: { cpus: (await import("node:os")).availableParallelism(), memTotalMiB: Math.round(Number(/^MemTotal:\s+(\d+)/m.exec(await readFile("/proc/meminfo", "utf8"))![1]) / 1024) } };
+  try {
+    // Interleaved, so drift on a noisy machine hits both sides alike.
+    await bareRunsc(templateDir, 2);
+    await createThenExec(agent, "warmup").then(() => agent.client.destroySandbox({ sandboxId: "warmup" }));
+    const floor: number[] = [];
+    const ours: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      floor.push(...(await bareRunsc(templateDir, 1)));
+      ours.push(await createThenExec(agent, `seq${i}`));
+      await agent.client.destroySandbox({ sandboxId: `seq${i}` });
+    }
+    const floorStats = summary(floor);
+    const oursStats = summary(ours);
+    report.sequential = { floor: floorStats, createToFirstExec: oursStats, ratioP50: +(oursStats.p50 / floorStats.p50).toFixed(2), ratioP95: +(oursStats.p95 / floorStats.p95).toFixed(2) };
+    console.log(`bare runsc run → output: p50 ${ms(floorStats.p50)}, p95 ${ms(floorStats.p95)}`);
+    console.log(`CreateSandbox → first Exec: p50 ${ms(oursStats.p50)}, p95 ${ms(oursStats.p95)} (${(oursStats.p50 / floorStats.p50).toFixed(2)}× floor p50, goal ≤ ${GOALS.createToExecRatio}×)`);
+
+    const wallStarted = performance.now();
+    const concurrent = await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => createThenExec(agent, `con${i}`)));
+    const wall = performance.now() - wallStarted;
+    await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => agent.client.destroySandbox({ sandboxId: `con${i}` })));
+    const concurrentStats = summary(concurrent);
+    report.concurrent = { count: CONCURRENT, wallMs: Math.round(wall), createToFirstExec: concurrentStats, ratioP50ToFloor: +(concurrentStats.p50 / floorStats.p50).toFixed(2) };
+    console.log(`${CONCURRENT} creates at once: all done in ${ms(wall)}; each p50 ${ms(concurrentStats.p50)}, p95 ${ms(concurrentStats.p95)}`);
+
+    // Density: idle sandboxes, host memory they take (MemAvailable drop, after settling).
+    await settle();
+    const before = await memAvailableMiB();
+    let created = 0;
+    let stoppedBy = "";
+    for (; created < DENSITY; created++) {
+      try {
+        await agent.client.createSandbox({ sandboxId: `idle${created}`, template: TEST_TEMPLATE });
+      } catch (err) {
+        stoppedBy = (err as Error).message;
+        break;
+      }
+    }
+    await settle();
+    const afterCreate = await memAvailableMiB();
+    const perSandbox = (before - afterCreate) / Math.max(1, created);
+    const probe = await agent.client.exec({ sandboxId: `idle${Math.max(0, created - 1)}`, cmd: "/bin/echo", args: ["still here"] });
+    const fitsIn16 = Math.floor((16 * 1024) / perSandbox);
+    const fitsIn24 = Math.floor((24 * 1024 - 1024) / perSandbox);
+    report.density = { created, stoppedBy, memPerIdleSandboxMiB: +perSandbox.toFixed(1), fitIn16GiB: fitsIn16, fitIn24GiBLeaving1GiB: fitsIn24, lastAnswers: text(probe.stdout).trim() === "still here" };
+    console.log(`${created} idle sandboxes${stoppedBy ? ` (stopped: ${stoppedBy})` : ""}: ${perSandbox.toFixed(1)} MiB of host memory each (agent + runsc + envd); ~${fitsIn16} fit in 16 GiB, ~${fitsIn24} on a 24 GiB host (goal ≥ ${GOALS.idleSandboxesOn24GiB})`);
+    const destroyStarted = performance.now();
+    for (let i = 0; i < created; i++) await agent.client.destroySandbox({ sandboxId: `idle${i}` });
+    report.destroyMsEach = Math.round((performance.now() - destroyStarted) / Math.max(1, created));
+  } finally {
+    await agent.client.terminate({}).catch(() => undefined);
+    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
+    await removeDataDir(agent.dataDir, agent.table);
+    await rm(templateDir, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify(report));
+}
+
+await main();

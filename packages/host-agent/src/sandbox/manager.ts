@@ -1,0 +1,520 @@
+// The sandbox manager: the host's truth about its sandboxes. It builds a sandbox from its parts
+// (template + private disk + overlay rootfs, netns + firewall, runtime, envd) with an undo stack,
+// tears one down from its record alone (so it works after a restart too), and serializes lifecycle
+// operations per sandbox.
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import path from "node:path";
+import { Mutex } from "async-mutex";
+import { logger } from "../logging/logger.js";
+import { Cleanup } from "./cleanup.js";
+import { EnvdClient } from "./envd/client.js";
+import { HostCapacityError, InvalidRequestError, SandboxExistsError, SandboxNotFoundError, SandboxStateError } from "./errors.js";
+import { MetricsSampler } from "./metrics/sampler.js";
+import { parseEgressRules } from "./network/egress.js";
+import { resolvConf } from "./network/dns.js";
+import type { Firewall } from "./network/firewall.js";
+import { createNetwork, destroyNetwork, planNetwork, type SandboxNetwork } from "./network/namespace.js";
+import { SlotsExhaustedError, type SlotAllocator } from "./network/slots.js";
+import { readRecord, writeRecord, type SandboxRecord, type SandboxStatus } from "./record.js";
+import type { RuntimeDriver, RuntimeName } from "./runtime/driver.js";
+import { createDisk, destroyDisk, diskOf, diskUsageBytes, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
+import { mountRootfs, mountsUnder, unmountRootfs } from "./storage/rootfs.js";
+import type { TemplateStore } from "./storage/templates.js";
+
+const log = logger.child({ component: "sandboxes" });
+
+export const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+export const DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120 } as const;
+/** Below this gVisor's sentry and envd themselves do not fit. */
+const MIN_MEMORY_MB = 128;
+const MAX_TIMEOUT_SEC = 30 * 24 * 3600;
+const ENVD_READY_TIMEOUT_MS = 30_000;
+export const ENVD_PORT = 49983;
+
+export interface CreateSandboxOptions {
+  sandboxId?: string;
+  template: string;
+  runtime?: string;
+  vcpus?: number;
+  memoryMb?: number;
+  diskSizeMb?: number;
+  timeoutSec?: number;
+  envVars?: Record<string, string>;
+  allowOut?: string[];
+  denyOut?: string[];
+  metadata?: Record<string, string>;
+  envdAccessToken?: string;
+}
+
+export interface ManagerOptions {
+  dataDir: string;
+  drivers: Map<RuntimeName, RuntimeDriver>;
+  defaultRuntime: RuntimeName;
+  templates: TemplateStore;
+  pool: SlotAllocator;
+  firewall: Firewall;
+  dnsServers: string[];
+  metrics: MetricsSampler;
+  /** Memory the host keeps for itself: creates are refused when less than this would be left. */
+  memoryReserveMb: number;
+  /** What an idle sandbox costs the host (sentry, gofer, envd), counted when admitting a create. */
+  sandboxBaseCostMb: number;
+}
+
+/** One live sandbox: its record and handles on its parts. */
+export interface Sandbox {
+  record: SandboxRecord;
+  dir: string;
+  network: SandboxNetwork;
+  disk: SandboxDisk;
+  rootfsDir: string;
+  envd: EnvdClient;
+  driver: RuntimeDriver;
+}
+
+export class SandboxManager {
+  private readonly sandboxes = new Map<string, Sandbox>();
+  /** Held by every lifecycle operation on one sandbox id, creation included. */
+  private readonly locks = new Map<string, Mutex>();
+  private autoPaused: string[] = [];
+  private exited: { sandboxId: string; reason: string }[] = [];
+
+  constructor(private readonly options: ManagerOptions) {}
+
+  get slots(): SlotAllocator {
+    return this.options.pool;
+  }
+
+  get sandboxesDir(): string {
+    return path.join(this.options.dataDir, "sandboxes");
+  }
+
+  list(): Sandbox[] {
+    return [...this.sandboxes.values()];
+  }
+
+  get(sandboxId: string): Sandbox {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (!sandbox) throw new SandboxNotFoundError(sandboxId);
+    return sandbox;
+  }
+
+  /** A sandbox that must be running for the operation (exec, files). Counts as activity. */
+  running(sandboxId: string): Sandbox {
+    const sandbox = this.get(sandboxId);
+    if (sandbox.record.status !== "running") {
+      throw new SandboxStateError(`sandbox ${sandboxId} is ${sandbox.record.status}; resume it first`);
+    }
+    this.touch(sandbox);
+    return sandbox;
+  }
+
+  touch(sandbox: Sandbox): void {
+    sandbox.record.lastActiveAt = Date.now();
+  }
+
+  drainAutoPaused(): string[] {
+    const drained = this.autoPaused;
+    this.autoPaused = [];
+    return drained;
+  }
+
+  drainExited(): { sandboxId: string; reason: string }[] {
+    const drained = this.exited;
+    this.exited = [];
+    return drained;
+  }
+
+  /** Runs `operation` holding the sandbox id's lock: lifecycle operations on one sandbox never overlap. */
+  async withLock<T>(sandboxId: string, operation: () => Promise<T>): Promise<T> {
+    let lock = this.locks.get(sandboxId);
+    if (!lock) this.locks.set(sandboxId, (lock = new Mutex()));
+    try {
+      return await lock.runExclusive(operation);
+    } finally {
+      if (!lock.isLocked() && !this.sandboxes.has(sandboxId)) this.locks.delete(sandboxId);
+    }
+  }
+
+  async create(request: CreateSandboxOptions): Promise<Sandbox> {
+    const sandboxId = request.sandboxId || newSandboxId();
+    if (!SANDBOX_ID.test(sandboxId)) {
+      throw new InvalidRequestError(`sandbox id ${JSON.stringify(sandboxId)} is invalid: use 1–63 letters, digits, '-' or '_'`);
+    }
+    return this.withLock(sandboxId, async () => {
+      if (this.sandboxes.has(sandboxId)) throw new SandboxExistsError(sandboxId);
+      const plan = await this.plan(sandboxId, request);
+      const started = performance.now();
+      const sandbox = await this.build(plan, request);
+      log.info({ sandboxId, template: plan.record.template, ms: Math.round(performance.now() - started) }, "sandbox created");
+      return sandbox;
+    });
+  }
+
+  /** Validates a create request against the host and decides every value; creates nothing. */
+  private async plan(sandboxId: string, request: CreateSandboxOptions): Promise<{ record: SandboxRecord; driver: RuntimeDriver; envVars: Record<string, string>; writableMb: number }> {
+    const runtime = (request.runtime || this.options.defaultRuntime) as RuntimeName;
+    const driver = this.options.drivers.get(runtime);
+    if (!driver) {
+      throw new InvalidRequestError(`runtime ${JSON.stringify(request.runtime)} is not available on this host (available: ${[...this.options.drivers.keys()].join(", ")})`);
+    }
+    const template = this.options.templates.get(request.template); // not found / invalid name throw here
+    const cpus = availableParallelism();
+    const vcpus = request.vcpus || DEFAULTS.vcpus;
+    if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > cpus) {
+      throw new InvalidRequestError(`vcpus must be a whole number from 1 to ${cpus} (this host's CPUs), got ${vcpus}`);
+    }
+    const memoryMb = request.memoryMb || DEFAULTS.memoryMb;
+    const { totalMb, availableMb } = await hostMemory();
+    if (!Number.isInteger(memoryMb) || memoryMb < MIN_MEMORY_MB || memoryMb > totalMb) {
+      throw new InvalidRequestError(`memory_mb must be a whole number from ${MIN_MEMORY_MB} to ${totalMb} (this host's memory), got ${memoryMb}`);
+    }
+    const timeoutSec = request.timeoutSec ?? 0;
+    if (!Number.isInteger(timeoutSec) || timeoutSec < 0 || timeoutSec > MAX_TIMEOUT_SEC) {
+      throw new InvalidRequestError(`timeout_sec must be a whole number from 0 to ${MAX_TIMEOUT_SEC}, got ${timeoutSec}`);
+    }
+    const diskSizeMb = request.diskSizeMb || DEFAULTS.diskSizeMb;
+    const writableMb = writableLayerMb(diskSizeMb, this.options.templates.sizeBytes(template.name));
+    const allowOut = request.allowOut ?? [];
+    const denyOut = request.denyOut ?? [];
+    parseEgressRules(allowOut, denyOut); // throws InvalidEgressRuleError naming the bad entry
+    if (availableMb - this.options.sandboxBaseCostMb < this.options.memoryReserveMb) {
+      throw new HostCapacityError(
+        `not enough memory on this host: ${availableMb} MiB available, a sandbox needs ~${this.options.sandboxBaseCostMb} MiB and ${this.options.memoryReserveMb} MiB stay reserved`,
+      );
+    }
+    const now = Date.now();
+    const record: SandboxRecord = {
+      id: sandboxId,
+      template: template.name,
+      runtime,
+      vcpus,
+      memoryMb,
+      diskSizeMb,
+      timeoutSec,
+      metadata: request.metadata ?? {},
+      allowOut,
+      denyOut,
+      slot: -1,
+      envdAccessToken: request.envdAccessToken ?? "",
+      defaultUser: "root",
+      status: "running",
+      createdAt: now,
+      lastActiveAt: now,
+    };
+    return { record, driver, envVars: request.envVars ?? {}, writableMb };
+  }
+
+  private async build(plan: { record: SandboxRecord; driver: RuntimeDriver; envVars: Record<string, string>; writableMb: number }, request: CreateSandboxOptions): Promise<Sandbox> {
+    const { record, driver } = plan;
+    const { templates, pool, firewall } = this.options;
+    const dir = path.join(this.sandboxesDir, record.id);
+    const cleanup = new Cleanup();
+    return cleanup.undoOnFailure(async () => {
+      try {
+        record.slot = pool.allocate();
+      } catch (err) {
+        if (err instanceof SlotsExhaustedError) throw new HostCapacityError(`no network address left on this host: all ${pool.total} slots are in use`);
+        throw err;
+      }
+      cleanup.defer(`release slot ${record.slot}`, () => pool.release(record.slot));
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      cleanup.defer(`remove ${dir}`, () => removeSandboxDir(dir));
+      templates.acquire(record.template, record.id);
+      cleanup.defer(`release template ${record.template}`, () => templates.release(record.template, record.id));
+      const disk = await createDisk(dir, plan.writableMb, cleanup);
+      const rootfsDir = path.join(dir, "rootfs");
+      await mountRootfs(templates.layers(record.template), disk.mountPoint, rootfsDir, cleanup);
+      record.defaultUser = (await hasUser(rootfsDir, "user")) ? "user" : "root";
+      await prepareEtc(rootfsDir, record.id, this.options.dnsServers);
+      const network = await createNetwork(record.id, record.slot, pool, cleanup);
+      await firewall.addSandbox(network, parseEgressRules(record.allowOut, record.denyOut), cleanup);
+      await driver.boot(
+        {
+          sandboxId: record.id,
+          sandboxDir: dir,
+          rootfs: { kind: driver.rootfsKind, path: rootfsDir },
+          netnsPath: network.namespacePath,
+          sandboxAddress: network.sandboxAddress,
+          hostname: record.id,
+          vcpus: record.vcpus,
+          memoryMb: record.memoryMb,
+        },
+        cleanup,
+      );
+      const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, defaultUser: record.defaultUser });
+      cleanup.defer("close envd client", () => envd.close());
+      await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
+      if (Object.keys(plan.envVars).length > 0 || request.envdAccessToken) {
+        await envd.init({ envVars: plan.envVars, accessToken: request.envdAccessToken || undefined, defaultUser: record.defaultUser });
+      }
+      await writeRecord(dir, record);
+      const sandbox: Sandbox = { record, dir, network, disk, rootfsDir, envd, driver };
+      this.sandboxes.set(record.id, sandbox);
+      this.options.metrics.track(record.id, { cgroupPath: driver.cgroupPath(record.id), diskBytes: () => diskUsageBytes(disk) });
+      return sandbox;
+    });
+  }
+
+  async destroy(sandboxId: string): Promise<void> {
+    await this.withLock(sandboxId, async () => {
+      const sandbox = this.get(sandboxId);
+      await this.teardown(sandbox);
+    });
+  }
+
+  /** Removes everything a sandbox holds, from its record alone; each step is safe to repeat. */
+  private async teardown(sandbox: Sandbox): Promise<void> {
+    const { record, dir } = sandbox;
+    this.sandboxes.delete(record.id);
+    this.options.metrics.untrack(record.id);
+    sandbox.envd.close();
+    const cleanup = new Cleanup();
+    // Registered in creation order; run() undoes newest first.
+    cleanup.defer(`release slot ${record.slot}`, () => this.options.pool.release(record.slot));
+    cleanup.defer(`remove ${dir}`, () => removeSandboxDir(dir));
+    cleanup.defer(`release template ${record.template}`, () => this.options.templates.release(record.template, record.id));
+    cleanup.defer("destroy disk", () => destroyDisk(sandbox.disk));
+    cleanup.defer("unmount rootfs", () => unmountRootfs(sandbox.rootfsDir));
+    cleanup.defer("destroy network", () => destroyNetwork(sandbox.network));
+    cleanup.defer("remove firewall rules", () => this.options.firewall.removeSandbox(sandbox.network));
+    cleanup.defer("stop runtime", () => sandbox.driver.stop(record.id));
+    await cleanup.run();
+    log.info({ sandboxId: record.id }, "sandbox destroyed");
+  }
+
+  async pause(sandboxId: string): Promise<void> {
+    await this.withLock(sandboxId, () => this.pauseLocked(this.get(sandboxId)));
+  }
+
+  private async pauseLocked(sandbox: Sandbox): Promise<void> {
+    if (sandbox.record.status === "paused") return;
+    await sandbox.driver.pause(sandbox.record.id);
+    await this.setStatus(sandbox, "paused");
+  }
+
+  async resume(sandboxId: string, timeoutSec?: number): Promise<Sandbox> {
+    return this.withLock(sandboxId, async () => {
+      const sandbox = this.get(sandboxId);
+      if (timeoutSec !== undefined) sandbox.record.timeoutSec = checkTimeout(timeoutSec);
+      if (sandbox.record.status === "paused") await sandbox.driver.resume(sandboxId);
+      this.touch(sandbox);
+      await this.setStatus(sandbox, "running");
+      return sandbox;
+    });
+  }
+
+  async setTimeout(sandboxId: string, timeoutSec: number): Promise<void> {
+    await this.withLock(sandboxId, async () => {
+      const sandbox = this.get(sandboxId);
+      sandbox.record.timeoutSec = checkTimeout(timeoutSec);
+      this.touch(sandbox);
+      await writeRecord(sandbox.dir, sandbox.record);
+    });
+  }
+
+  private async setStatus(sandbox: Sandbox, status: SandboxStatus): Promise<void> {
+    sandbox.record.status = status;
+    await writeRecord(sandbox.dir, sandbox.record);
+  }
+
+  /**
+   * Holds the sandbox's lock with the sandbox frozen (so its files are still) while `copy` runs,
+   * then destroys it or thaws it. Used by snapshot and flatten.
+   */
+  async whileFrozen<T>(sandboxId: string, keepRunning: boolean, copy: (sandbox: Sandbox) => Promise<T>): Promise<T> {
+    return this.withLock(sandboxId, async () => {
+      const sandbox = this.get(sandboxId);
+      const wasPaused = sandbox.record.status === "paused";
+      if (!wasPaused) await this.flushWrites(sandbox);
+      await this.pauseLocked(sandbox);
+      try {
+        return await copy(sandbox);
+      } finally {
+        if (!keepRunning) await this.teardown(sandbox);
+        else if (!wasPaused) {
+          await sandbox.driver.resume(sandboxId);
+          await this.setStatus(sandbox, "running");
+        }
+      }
+    });
+  }
+
+  /** gVisor may hold written data in the sentry: ask the sandbox to sync before copying its files. */
+  private async flushWrites(sandbox: Sandbox): Promise<void> {
+    await sandbox.envd.exec({ cmd: "sync", user: "root", timeoutMs: 30_000 }).catch((err: unknown) => {
+      log.warn({ sandboxId: sandbox.record.id, err }, "sync before snapshot failed; copying what reached the disk");
+    });
+  }
+
+  /** TTL reaper: pauses sandboxes idle for longer than their timeout. */
+  async reapIdle(now = Date.now()): Promise<void> {
+    for (const sandbox of this.list()) {
+      const { record } = sandbox;
+      if (record.status !== "running" || record.timeoutSec <= 0) continue;
+      if (now - record.lastActiveAt < record.timeoutSec * 1000) continue;
+      try {
+        await this.withLock(record.id, async () => {
+          // Re-checked under the lock: a request may have touched or changed it meanwhile.
+          if (!this.sandboxes.has(record.id) || record.status !== "running") return;
+          if (Date.now() - record.lastActiveAt < record.timeoutSec * 1000) return;
+          await this.pauseLocked(sandbox);
+          this.autoPaused.push(record.id);
+          log.info({ sandboxId: record.id, idleSec: Math.round((Date.now() - record.lastActiveAt) / 1000) }, "sandbox auto-paused");
+        });
+      } catch (err) {
+        log.error({ sandboxId: record.id, err }, "auto-pause failed");
+      }
+    }
+  }
+
+  /** Finds sandboxes whose runtime stopped by itself (OOM, crash), records why, and cleans them up. */
+  async reapExited(): Promise<void> {
+    const byDriver = new Map<RuntimeDriver, Set<string>>();
+    for (const sandbox of this.list()) {
+      if (!byDriver.has(sandbox.driver)) {
+        const alive = (await sandbox.driver.list()).filter((s) => s.status !== "stopped").map((s) => s.id);
+        byDriver.set(sandbox.driver, new Set(alive));
+      }
+      if (byDriver.get(sandbox.driver)!.has(sandbox.record.id)) continue;
+      await this.withLock(sandbox.record.id, async () => {
+        if (!this.sandboxes.has(sandbox.record.id)) return;
+        const reason = (await sandbox.driver.exitReason(sandbox.record.id)) ?? "the sandbox stopped unexpectedly";
+        log.warn({ sandboxId: sandbox.record.id, reason }, "sandbox exited");
+        // Reported once it is gone, so whoever reads the report finds nothing of it left.
+        try {
+          await this.teardown(sandbox);
+        } finally {
+          this.exited.push({ sandboxId: sandbox.record.id, reason });
+        }
+      }).catch((err: unknown) => log.error({ sandboxId: sandbox.record.id, err }, "cleaning up an exited sandbox failed"));
+    }
+  }
+
+  /**
+   * After an agent restart: takes back every sandbox whose record and runtime both survived, and
+   * removes what is half there (a record without a running sandbox, a sandbox without a record).
+   */
+  async rediscover(): Promise<{ restored: string[]; removed: string[] }> {
+    const restored: string[] = [];
+    const removed: string[] = [];
+    await mkdir(this.sandboxesDir, { recursive: true });
+    const alive = new Map<string, RuntimeDriver>();
+    for (const driver of this.options.drivers.values()) {
+      for (const found of await driver.list()) {
+        if (found.status === "stopped") await driver.stop(found.id);
+        else alive.set(found.id, driver);
+      }
+    }
+    for (const id of await readdir(this.sandboxesDir)) {
+      const dir = path.join(this.sandboxesDir, id);
+      const record = await readRecord(dir);
+      const sandbox = record && this.handlesFor(record, dir);
+      if (sandbox && alive.get(record.id) === sandbox.driver) {
+        try {
+          this.options.pool.reserve(record.slot);
+          this.options.templates.acquire(record.template, record.id);
+        } catch (err) {
+          log.error({ sandboxId: id, err }, "cannot take a surviving sandbox back; removing it");
+          await this.teardown(sandbox).catch(() => undefined);
+          removed.push(id);
+          continue;
+        }
+        // Its chain survived in the kernel; registering again (an atomic replace) also resumes
+        // the re-resolution of its egress domains.
+        await this.options.firewall.addSandbox(sandbox.network, parseEgressRules(record.allowOut, record.denyOut), new Cleanup());
+        this.sandboxes.set(record.id, sandbox);
+        this.options.metrics.track(record.id, { cgroupPath: sandbox.driver.cgroupPath(record.id), diskBytes: () => diskUsageBytes(sandbox.disk) });
+        alive.delete(record.id);
+        restored.push(record.id);
+        continue;
+      }
+      // Half there: tear down whatever exists of it.
+      if (sandbox) {
+        await this.teardown(sandbox).catch((err: unknown) => log.error({ sandboxId: id, err }, "removing a leftover sandbox failed"));
+      } else {
+        await removeLeftoverDir(dir).catch((err: unknown) => log.error({ dir, err }, "removing a leftover sandbox directory failed"));
+      }
+      removed.push(id);
+    }
+    for (const [id, driver] of alive) {
+      await driver.stop(id).catch((err: unknown) => log.error({ sandboxId: id, err }, "stopping an unknown sandbox failed"));
+      removed.push(id);
+    }
+    log.info({ restored, removed }, "sandboxes rediscovered");
+    return { restored, removed };
+  }
+
+  private handlesFor(record: SandboxRecord, dir: string): Sandbox | undefined {
+    const driver = this.options.drivers.get(record.runtime);
+    if (!driver || !SANDBOX_ID.test(record.id) || path.basename(dir) !== record.id) return undefined;
+    const network = planNetwork(record.id, record.slot, this.options.pool);
+    const envd = new EnvdClient({
+      baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`,
+      accessToken: record.envdAccessToken || undefined,
+      defaultUser: record.defaultUser,
+    });
+    return { record, dir, network, disk: diskOf(dir), rootfsDir: path.join(dir, "rootfs"), envd, driver };
+  }
+
+  /** Destroys every sandbox (Terminate, shutdown of a host being removed). */
+  async destroyAll(): Promise<void> {
+    const results = await Promise.allSettled(this.list().map((sandbox) => this.destroy(sandbox.record.id)));
+    for (const result of results) if (result.status === "rejected") log.error({ err: result.reason }, "destroy during terminate failed");
+  }
+
+  /** Sandbox ids known here, for orphan sweeps. */
+  knownIds(): Set<string> {
+    return new Set(this.sandboxes.keys());
+  }
+}
+
+function checkTimeout(timeoutSec: number): number {
+  if (!Number.isInteger(timeoutSec) || timeoutSec < 0 || timeoutSec > MAX_TIMEOUT_SEC) {
+    throw new InvalidRequestError(`timeout_sec must be a whole number from 0 to ${MAX_TIMEOUT_SEC}, got ${timeoutSec}`);
+  }
+  return timeoutSec;
+}
+
+/** Lowercase letters and digits, 20 long, like E2B's sandbox ids. */
+export function newSandboxId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return [...randomBytes(20)].map((byte) => alphabet[byte % alphabet.length]).join("");
+}
+
+async function hostMemory(): Promise<{ totalMb: number; availableMb: number }> {
+  const meminfo = await readFile("/proc/meminfo", "utf8");
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(meminfo)?.[1] ?? 0);
+  return { totalMb: Math.floor(kib("MemTotal") / 1024), availableMb: Math.floor(kib("MemAvailable") / 1024) };
+}
+
+async function hasUser(rootfsDir: string, name: string): Promise<boolean> {
+  const passwd = await readFile(path.join(rootfsDir, "etc", "passwd"), "utf8").catch(() => "");
+  return passwd.split("\n").some((line) => line.startsWith(`${name}:`));
+}
+
+/** resolv.conf and hosts inside the sandbox: its DNS servers and its own hostname. */
+async function prepareEtc(rootfsDir: string, hostname: string, dnsServers: string[]): Promise<void> {
+  const etc = path.join(rootfsDir, "etc");
+  await mkdir(etc, { recursive: true });
+  // A symlink here (e.g. to systemd-resolved's file) would be followed out of the sandbox's view: replace it.
+  await rm(path.join(etc, "resolv.conf"), { force: true });
+  await writeFile(path.join(etc, "resolv.conf"), resolvConf(dnsServers));
+  await rm(path.join(etc, "hosts"), { force: true });
+  await writeFile(path.join(etc, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
+}
+
+async function removeSandboxDir(dir: string): Promise<void> {
+  const mounted = await mountsUnder(dir);
+  if (mounted.length > 0) throw new Error(`not removing ${dir}: still mounted at ${mounted.join(", ")}`);
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** A sandbox directory without a usable record: unmount whatever is mounted in it, then remove it. */
+async function removeLeftoverDir(dir: string): Promise<void> {
+  await unmountRootfs(path.join(dir, "rootfs"));
+  await destroyDisk(diskOf(dir));
+  await removeSandboxDir(dir);
+}

@@ -1,0 +1,48 @@
+// What the agent knows of a sandbox, persisted as `<sandboxDir>/sandbox.json` so an agent restart
+// can find its sandboxes again (the agent keeps no database). Written atomically, readable only by root:
+// it holds envd's access token.
+import { readFile, rename, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { RuntimeName } from "./runtime/driver.js";
+
+export type SandboxStatus = "running" | "paused";
+
+export interface SandboxRecord {
+  id: string;
+  template: string;
+  runtime: RuntimeName;
+  vcpus: number;
+  memoryMb: number;
+  diskSizeMb: number;
+  /** Seconds of inactivity before the reaper pauses it; 0: never. */
+  timeoutSec: number;
+  metadata: Record<string, string>;
+  allowOut: string[];
+  denyOut: string[];
+  /** The network slot (its /30 in the address pool). */
+  slot: number;
+  /** envd's access token; empty when envd is open to the host only. */
+  envdAccessToken: string;
+  /** The user envd runs commands as when none is named. */
+  defaultUser: string;
+  status: SandboxStatus;
+  createdAt: number;
+  lastActiveAt: number;
+}
+
+const RECORD_FILE = "sandbox.json";
+
+export async function writeRecord(sandboxDir: string, record: SandboxRecord): Promise<void> {
+  const file = path.join(sandboxDir, RECORD_FILE);
+  await writeFile(`${file}.tmp`, JSON.stringify(record, null, 2), { mode: 0o600 });
+  await rename(`${file}.tmp`, file);
+}
+
+/** The record in `sandboxDir`, or undefined when there is none or it cannot be read. */
+export async function readRecord(sandboxDir: string): Promise<SandboxRecord | undefined> {
+  try {
+    return JSON.parse(await readFile(path.join(sandboxDir, RECORD_FILE), "utf8")) as SandboxRecord;
+  } catch {
+    return undefined;
+  }
+}

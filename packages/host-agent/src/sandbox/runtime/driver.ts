@@ -1,0 +1,64 @@
+// What every isolation runtime offers the layers above it. The sandbox manager prepares a root
+// filesystem and a network namespace, then asks a driver to boot, freeze, thaw and stop what runs
+// on them. gVisor boots a directory; the VM drivers (qemu, firecracker) will boot a block image
+// and add a TAP device inside the same namespace, and can also capture memory.
+import type { Cleanup } from "../cleanup.js";
+
+export type RuntimeName = "gvisor" | "qemu" | "firecracker";
+
+/** How a driver wants the sandbox's root filesystem handed to it. */
+export type RootfsKind = "directory" | "block";
+
+export interface RuntimeProbe {
+  name: RuntimeName;
+  /** Whether a real sandbox booted and answered during the probe. */
+  available: boolean;
+  /** The version found, or why the runtime cannot be used here. */
+  detail: string;
+  memorySnapshots: boolean;
+}
+
+export interface BootRequest {
+  sandboxId: string;
+  /** The sandbox's own directory: the driver keeps its bundle, sockets and console log there. */
+  sandboxDir: string;
+  rootfs: { kind: RootfsKind; path: string };
+  /** The prepared network namespace, e.g. /var/run/netns/wrenn-<id>. */
+  netnsPath: string;
+  /** The address envd will answer on inside the namespace. */
+  sandboxAddress: string;
+  hostname?: string;
+  /** CPU time the sandbox may use, in whole or fractional CPUs. */
+  vcpus: number;
+  /** Memory for everything the sandbox holds, in MiB. */
+  memoryMb: number;
+}
+
+export type RuntimeStatus = "running" | "paused" | "stopped";
+
+export interface RuntimeSandbox {
+  id: string;
+  status: RuntimeStatus;
+}
+
+export interface RuntimeDriver {
+  readonly name: RuntimeName;
+  readonly rootfsKind: RootfsKind;
+  /** Whether `pause` keeps memory and processes (true for all drivers today). */
+  readonly memorySnapshots: boolean;
+  /** Boots a real sandbox and reports whether this runtime works on this host. */
+  probe(): Promise<RuntimeProbe>;
+  /** Starts the sandbox (envd starting inside); registers its stop on `cleanup`. */
+  boot(request: BootRequest, cleanup: Cleanup): Promise<void>;
+  /** Stops the sandbox and releases what the runtime holds for it; a sandbox already gone is fine. */
+  stop(sandboxId: string): Promise<void>;
+  /** Freezes every process of the sandbox. */
+  pause(sandboxId: string): Promise<void>;
+  resume(sandboxId: string): Promise<void>;
+  /** What the runtime has running or frozen now (also what survived an agent restart). */
+  list(): Promise<RuntimeSandbox[]>;
+  /** The host cgroup (relative to the controller roots) that bounds the sandbox, for metrics. */
+  cgroupPath(sandboxId: string): string;
+  /** Why a sandbox stopped by itself, when the runtime can tell (e.g. "out of memory"). */
+  exitReason(sandboxId: string): Promise<string | undefined>;
+}
