@@ -68,6 +68,12 @@ async function memAvailableMiB(): Promise<number> {
   return Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)![1]) / 1024;
 }
 
+/** Memory charged to all sandboxes' cgroups together (the /wrenn parent), in MiB; undefined without v1 memory. */
+async function sandboxCgroupsMiB(): Promise<number | undefined> {
+  const usage = await readFile("/sys/fs/cgroup/memory/wrenn/memory.usage_in_bytes", "utf8").catch(() => undefined);
+  return usage === undefined ? undefined : Number(usage) / 2 ** 20;
+}
+
 async function settle(): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, 3000));
 }
@@ -93,7 +99,19 @@ async function main(): Promise<void> {
     report.sequential = { floor: floorStats, createToFirstExec: oursStats, ratioP50: +(oursStats.p50 / floorStats.p50).toFixed(2), ratioP95: +(oursStats.p95 / floorStats.p95).toFixed(2) };
     console.log(`bare runsc run → output: p50 ${ms(floorStats.p50)}, p95 ${ms(floorStats.p95)}`);
     console.log(`CreateSandbox → first Exec: p50 ${ms(oursStats.p50)}, p95 ${ms(oursStats.p95)} (${(oursStats.p50 / floorStats.p50).toFixed(2)}× floor p50, goal ≤ ${GOALS.createToExecRatio}×)`);
+    // Where a create's time goes, from the agent's own "sandbox created" log lines (p50 per phase).
+    const phaseSamples = new Map<string, number[]>();
+    for (const line of agent.log().split("\n")) {
+      if (!line.includes('"sandbox created"') || !/"sandboxId":"seq\d+"/.test(line)) continue;
+      for (const [name, value] of Object.entries((JSON.parse(line) as { phases: Record<string, number> }).phases)) {
+        phaseSamples.set(name, [...(phaseSamples.get(name) ?? []), value]);
+      }
+    }
+    const phases = Object.fromEntries([...phaseSamples].map(([name, values]) => [name, summary(values).p50]));
+    report.createPhasesP50Ms = phases;
+    console.log(`create phases (p50, ms): ${JSON.stringify(phases)}`);
 
+    if (CONCURRENT === 0 && DENSITY === 0) return;
     const wallStarted = performance.now();
     const concurrent = await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => createThenExec(agent, `con${i}`)));
     const wall = performance.now() - wallStarted;
@@ -105,6 +123,7 @@ async function main(): Promise<void> {
     // Density: idle sandboxes, host memory they take (MemAvailable drop, after settling).
     await settle();
     const before = await memAvailableMiB();
+    const cgroupsBefore = await sandboxCgroupsMiB();
     let created = 0;
     let stoppedBy = "";
     for (; created < DENSITY; created++) {
@@ -118,10 +137,13 @@ async function main(): Promise<void> {
     await settle();
     const afterCreate = await memAvailableMiB();
     const perSandbox = (before - afterCreate) / Math.max(1, created);
+    const cgroupsAfter = await sandboxCgroupsMiB();
+    const cgroupPerSandbox = cgroupsBefore === undefined || cgroupsAfter === undefined ? undefined : (cgroupsAfter - cgroupsBefore) / Math.max(1, created);
     const probe = await agent.client.exec({ sandboxId: `idle${Math.max(0, created - 1)}`, cmd: "/bin/echo", args: ["still here"] });
     const fitsIn16 = Math.floor((16 * 1024) / perSandbox);
     const fitsIn24 = Math.floor((24 * 1024 - 1024) / perSandbox);
-    report.density = { created, stoppedBy, memPerIdleSandboxMiB: +perSandbox.toFixed(1), fitIn16GiB: fitsIn16, fitIn24GiBLeaving1GiB: fitsIn24, lastAnswers: text(probe.stdout).trim() === "still here" };
+    console.log(`  charged to the sandboxes' cgroups (sentry, gofer, envd, page cache): ${cgroupPerSandbox?.toFixed(1) ?? "n/a"} MiB each`);
+    report.density = { created, stoppedBy, memPerIdleSandboxMiB: +perSandbox.toFixed(1), cgroupMiBPerSandbox: cgroupPerSandbox === undefined ? null : +cgroupPerSandbox.toFixed(1), fitIn16GiB: fitsIn16, fitIn24GiBLeaving1GiB: fitsIn24, lastAnswers: text(probe.stdout).trim() === "still here" };
     console.log(`${created} idle sandboxes${stoppedBy ? ` (stopped: ${stoppedBy})` : ""}: ${perSandbox.toFixed(1)} MiB of host memory each (agent + runsc + envd); ~${fitsIn16} fit in 16 GiB, ~${fitsIn24} on a 24 GiB host (goal ≥ ${GOALS.idleSandboxesOn24GiB})`);
     const destroyStarted = performance.now();
     for (let i = 0; i < created; i++) await agent.client.destroySandbox({ sandboxId: `idle${i}` });

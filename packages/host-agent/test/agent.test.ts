@@ -41,7 +41,7 @@ async function assertGone(agent: AgentUnderTest, sandboxId: string): Promise<voi
   assert.ok(!existsSync(path.join(agent.dataDir, "sandboxes", sandboxId)), "sandbox dir left behind");
   assert.deepEqual(await mountsUnder(path.join(agent.dataDir, "sandboxes", sandboxId)), []);
   const containers = await runCommand("runsc", ["--root", path.join(agent.dataDir, "runsc"), "list", "--quiet"], { timeoutMs: 10_000 }).catch(() => "");
-  assert.doesNotMatch(containers, new RegExp(`^${sandboxId}$`, "m"), "runsc container left behind");
+  assert.doesNotMatch(containers, new RegExp(`^${sandboxId}\\.sandbox$`, "m"), "runsc container left behind");
   const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
   assert.ok(!processes.includes(path.join(agent.dataDir, "sandboxes", sandboxId, "bundle")), "a runsc process outlived the sandbox");
   for (const controller of ["memory", "pids", "cpu"]) {
@@ -191,9 +191,13 @@ describe("the host agent", { skip: skipAgent }, () => {
     assert.deepEqual(await netnsOf("wrenn-"), (await agent.client.listSandboxes({})).sandboxes.map((s) => `wrenn-${s.sandboxId}`));
   });
 
-  test("a sandbox id is unique, and paths resolve inside the sandbox's own root", async (t) => {
-    destroyAfter(t, () => agent, "uniq1");
-    await agent.client.createSandbox({ sandboxId: "uniq1", template: TEST_TEMPLATE });
+  test("a sandbox id is unique, even one that prefixes another, and paths resolve inside the sandbox's own root", async (t) => {
+    destroyAfter(t, () => agent, "uniq1", "uniq11");
+    // runsc looks containers up by id prefix: "uniq1" must still name exactly one of these.
+    await Promise.all([agent.client.createSandbox({ sandboxId: "uniq1", template: TEST_TEMPLATE }), agent.client.createSandbox({ sandboxId: "uniq11", template: TEST_TEMPLATE })]);
+    await agent.client.pauseSandbox({ sandboxId: "uniq1" });
+    await agent.client.resumeSandbox({ sandboxId: "uniq1" });
+    await agent.client.destroySandbox({ sandboxId: "uniq11" });
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "uniq1", template: TEST_TEMPLATE })), "AlreadyExists");
     const hosts = text((await agent.client.readFile({ sandboxId: "uniq1", path: "/../../../../etc/hosts" })).content);
     assert.match(hosts, /\tuniq1\n/, "read the host's /etc/hosts instead of the sandbox's");

@@ -146,9 +146,9 @@ export class SandboxManager {
     return this.withLock(sandboxId, async () => {
       if (this.sandboxes.has(sandboxId)) throw new SandboxExistsError(sandboxId);
       const plan = await this.plan(sandboxId, request);
-      const started = performance.now();
-      const sandbox = await this.build(plan, request);
-      log.info({ sandboxId, template: plan.record.template, ms: Math.round(performance.now() - started) }, "sandbox created");
+      const phases: Record<string, number> = {};
+      const sandbox = await this.build(plan, request, phases);
+      log.info({ sandboxId, template: plan.record.template, phases }, "sandbox created");
       return sandbox;
     });
   }
@@ -207,7 +207,18 @@ export class SandboxManager {
     return { record, driver, envVars: request.envVars ?? {}, writableMb };
   }
 
-  private async build(plan: { record: SandboxRecord; driver: RuntimeDriver; envVars: Record<string, string>; writableMb: number }, request: CreateSandboxOptions): Promise<Sandbox> {
+  /** Builds the sandbox; `phases` gets how long each part took (ms), for the log and the benchmark. */
+  private async build(
+    plan: { record: SandboxRecord; driver: RuntimeDriver; envVars: Record<string, string>; writableMb: number },
+    request: CreateSandboxOptions,
+    phases: Record<string, number>,
+  ): Promise<Sandbox> {
+    let mark = performance.now();
+    const phase = (name: string) => {
+      const now = performance.now();
+      phases[name] = Math.round(now - mark);
+      mark = now;
+    };
     const { record, driver } = plan;
     const { templates, pool, firewall } = this.options;
     const dir = path.join(this.sandboxesDir, record.id);
@@ -224,13 +235,18 @@ export class SandboxManager {
       cleanup.defer(`remove ${dir}`, () => removeSandboxDir(dir));
       templates.acquire(record.template, record.id);
       cleanup.defer(`release template ${record.template}`, () => templates.release(record.template, record.id));
+      phase("slotAndDir");
       const disk = await createDisk(dir, plan.writableMb, cleanup);
+      phase("disk");
       const rootfsDir = path.join(dir, "rootfs");
       await mountRootfs(templates.layers(record.template), disk.mountPoint, rootfsDir, cleanup);
       record.defaultUser = (await hasUser(rootfsDir, "user")) ? "user" : "root";
       await prepareEtc(rootfsDir, record.id, this.options.dnsServers);
+      phase("rootfs");
       const network = await createNetwork(record.id, record.slot, pool, cleanup);
+      phase("network");
       await firewall.addSandbox(network, parseEgressRules(record.allowOut, record.denyOut), cleanup);
+      phase("firewall");
       await driver.boot(
         {
           sandboxId: record.id,
@@ -244,13 +260,16 @@ export class SandboxManager {
         },
         cleanup,
       );
+      phase("runtimeBoot");
       const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, defaultUser: record.defaultUser });
       cleanup.defer("close envd client", () => envd.close());
       await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
+      phase("envdReady");
       if (Object.keys(plan.envVars).length > 0 || request.envdAccessToken) {
         await envd.init({ envVars: plan.envVars, accessToken: request.envdAccessToken || undefined, defaultUser: record.defaultUser });
       }
       await writeRecord(dir, record);
+      phase("initAndRecord");
       const sandbox: Sandbox = { record, dir, network, disk, rootfsDir, envd, driver };
       this.sandboxes.set(record.id, sandbox);
       this.options.metrics.track(record.id, { cgroupPath: driver.cgroupPath(record.id), diskBytes: () => diskUsageBytes(disk) });
@@ -268,6 +287,10 @@ export class SandboxManager {
   /** Removes everything a sandbox holds, from its record alone; each step is safe to repeat. */
   private async teardown(sandbox: Sandbox): Promise<void> {
     const { record, dir } = sandbox;
+    // First, alone: while the sandbox may still run, its disk, mounts and network stay, and so
+    // does the sandbox in the list, so a failed destroy can be retried instead of leaking a
+    // running sandbox whose parts were taken away.
+    await sandbox.driver.stop(record.id);
     this.sandboxes.delete(record.id);
     this.options.metrics.untrack(record.id);
     sandbox.envd.close();
@@ -280,7 +303,6 @@ export class SandboxManager {
     cleanup.defer("unmount rootfs", () => unmountRootfs(sandbox.rootfsDir));
     cleanup.defer("destroy network", () => destroyNetwork(sandbox.network));
     cleanup.defer("remove firewall rules", () => this.options.firewall.removeSandbox(sandbox.network));
-    cleanup.defer("stop runtime", () => sandbox.driver.stop(record.id));
     await cleanup.run();
     log.info({ sandboxId: record.id }, "sandbox destroyed");
   }

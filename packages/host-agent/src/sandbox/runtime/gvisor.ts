@@ -138,7 +138,7 @@ export class GvisorRuntime implements RuntimeDriver {
     cleanup.defer(`stop gvisor sandbox ${request.sandboxId}`, () => this.stop(request.sandboxId));
     const started = performance.now();
     // The detached sandbox inherits runsc's stdout/stderr: envd's output lands in console.log.
-    await this.control(["run", "--detach", "--bundle", bundleDir, request.sandboxId], {
+    await this.control(["run", "--detach", "--bundle", bundleDir, containerId(request.sandboxId)], {
       timeoutMs: RUN_TIMEOUT_MS,
       outputFile: path.join(bundleDir, "console.log"),
     });
@@ -153,18 +153,18 @@ export class GvisorRuntime implements RuntimeDriver {
     // paused => stopped"): thaw it first.
     if (container.status === "paused") await this.resume(sandboxId);
     if (container.status !== "stopped") {
-      await this.control(["kill", sandboxId, "KILL"], { timeoutMs: CONTROL_TIMEOUT_MS }).catch(() => undefined);
+      await this.control(["kill", containerId(sandboxId), "KILL"], { timeoutMs: CONTROL_TIMEOUT_MS }).catch(() => undefined);
     }
-    await this.control(["delete", "--force", sandboxId], { timeoutMs: CONTROL_TIMEOUT_MS });
+    await this.control(["delete", "--force", containerId(sandboxId)], { timeoutMs: CONTROL_TIMEOUT_MS });
   }
 
   /** Freezes every process of the sandbox (this runsc cannot checkpoint hostinet sandboxes). */
   async pause(sandboxId: string): Promise<void> {
-    await this.control(["pause", sandboxId], { timeoutMs: CONTROL_TIMEOUT_MS });
+    await this.control(["pause", containerId(sandboxId)], { timeoutMs: CONTROL_TIMEOUT_MS });
   }
 
   async resume(sandboxId: string): Promise<void> {
-    await this.control(["resume", sandboxId], { timeoutMs: CONTROL_TIMEOUT_MS });
+    await this.control(["resume", containerId(sandboxId)], { timeoutMs: CONTROL_TIMEOUT_MS });
   }
 
   /** The containers runsc knows under this state directory. */
@@ -177,7 +177,9 @@ export class GvisorRuntime implements RuntimeDriver {
 
   async list(): Promise<RuntimeSandbox[]> {
     const statusOf = (status: string): RuntimeStatus => (status === "running" || status === "paused" ? status : "stopped");
-    return (await this.containers()).map(({ id, status }) => ({ id, status: statusOf(status) }));
+    return (await this.containers())
+      .filter(({ id }) => id.endsWith(CONTAINER_SUFFIX))
+      .map(({ id, status }) => ({ id: id.slice(0, -CONTAINER_SUFFIX.length), status: statusOf(status) }));
   }
 
   cgroupPath(sandboxId: string): string {
@@ -210,6 +212,17 @@ export async function envdCommand(envdDir: string, port = ENVD_PORT): Promise<st
   const lines = (await readFile(path.join(envdDir, "envd.argv"), "utf8")).split("\n").filter(Boolean);
   const argv = lines.map((arg) => (arg.startsWith("-") ? arg : path.posix.join(ENVD_MOUNT_POINT, arg)));
   return [path.posix.join(ENVD_MOUNT_POINT, "bin", "tini"), "-s", "--", ...argv, "--port", String(port)];
+}
+
+/**
+ * runsc finds a container by id *prefix* and refuses an id that prefixes another ("idle1" vs
+ * "idle11": "id is ambiguous"). Sandbox ids never contain '.', so ending every container id with
+ * this suffix makes no id a prefix of another.
+ */
+const CONTAINER_SUFFIX = ".sandbox";
+
+export function containerId(sandboxId: string): string {
+  return sandboxId + CONTAINER_SUFFIX;
 }
 
 export function bundleDirOf(sandboxDir: string): string {
