@@ -1,6 +1,6 @@
 // A real host agent in a child process (so a test can kill it like a crash and start another),
 // with its own data dir, address pool and nftables table, and a client that carries the token.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import { HostAgentService } from "@wrenn/proto/hostagent";
 import { runCommand } from "../src/exec/command.js";
 import { TemplateStore } from "../src/sandbox/storage/templates.js";
 import { buildBusyboxTemplate } from "./template.js";
+import { commandRuns } from "./host-tools.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, "..", "..", "..");
@@ -19,14 +20,7 @@ export const agentMain = path.join(here, "..", "src", "main.ts");
 export const envdDir = path.join(repoRoot, "build", "opt-wrenn");
 export const TEST_TEMPLATE = "busybox";
 
-const hasRunsc = (() => {
-  try {
-    execFileSync("runsc", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasRunsc = commandRuns("runsc");
 /** Why agent tests cannot run here, or false. */
 export const skipAgent = process.getuid?.() !== 0 ? "needs root" : !hasRunsc ? "needs runsc (scripts/install-system-deps.sh)" : false;
 

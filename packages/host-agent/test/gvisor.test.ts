@@ -1,7 +1,6 @@
 // A real gVisor sandbox: netns + veth, an overlayfs rootfs over a busybox template, envd under
 // tini, driven through envd's Connect API; then pause/resume and a destroy that leaves nothing.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -19,18 +18,12 @@ import { createNetwork, linkExists, listNamespaces, type SandboxNetwork } from "
 import { mountRootfs, mountsUnder } from "../src/sandbox/storage/rootfs.js";
 import { ENVD_PORT, GvisorRuntime } from "../src/sandbox/runtime/gvisor.js";
 import { buildBusyboxTemplate } from "./template.js";
+import { commandRuns } from "./host-tools.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const envdDir = path.join(repoRoot, "build", "opt-wrenn");
 const isRoot = process.getuid?.() === 0;
-const hasRunsc = (() => {
-  try {
-    execFileSync("runsc", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasRunsc = commandRuns("runsc");
 const skip = !isRoot ? "needs root" : !hasRunsc ? "needs runsc (scripts/install-system-deps.sh)" : false;
 
 const basicAuth = (user: string) => ({ authorization: "Basic " + Buffer.from(`${user}:`).toString("base64") });

@@ -2,12 +2,12 @@
 // them, and a comparable description of a directory tree (what a sandbox would see).
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { execFileSync } from "node:child_process";
 import { lstat, mkdtemp, readdir, readFile, readlink, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { runCommand } from "../src/exec/command.js";
 import { mountsUnder } from "../src/sandbox/storage/rootfs.js";
+import { commandRuns } from "./host-tools.js";
 
 export const isRoot = process.getuid?.() === 0;
 export const MIB = 1024 * 1024;
@@ -37,14 +37,7 @@ export async function removeScratchDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-const hasPython = (() => {
-  try {
-    execFileSync("python3", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasPython = commandRuns("python3");
 
 /** Every xattr below `root` (name → value in hex), by relative path; empty without python3 (node cannot read xattrs). */
 export async function xattrsUnder(root: string): Promise<Record<string, Record<string, string>>> {

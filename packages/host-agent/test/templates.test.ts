@@ -23,6 +23,7 @@ import {
 } from "../src/sandbox/storage/templates.js";
 import { describeTree, isRoot, makeScratchDir, removeScratchDir, xattrsUnder } from "./storage-helpers.js";
 import { buildBusyboxTemplate } from "./template.js";
+import { commandRuns } from "./host-tools.js";
 
 const TEAM = "2f6a3c1e-1111-4222-8333-444455556666";
 const base = { teamId: PLATFORM_TEAM_ID, kind: "base" } as const;
@@ -293,14 +294,7 @@ describe("the template store", { skip: !isRoot && "needs root (ownership, mounts
   });
 });
 
-const hasPython = (() => {
-  try {
-    execFileSync("python3", ["--version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasPython = commandRuns("python3");
 
 function setXattr(file: string, name: string, value: string): void {
   execFileSync("python3", ["-c", "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())", file, name, value]);
