@@ -4,10 +4,11 @@
 // idle sandboxes actually fit. Usage: `make bench-agent`, or
 // `node --import tsx bench/host-agent/run.ts [--runs 30] [--concurrent 10] [--density 100]`.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { runCommand } from "../../packages/host-agent/src/exec/command.js";
+import { hostMemoryBytes, hostMemoryMb } from "../../packages/host-agent/src/host/memory.js";
 import { ociSpec } from "../../packages/host-agent/src/sandbox/runtime/gvisor.js";
 import { buildBusyboxTemplate } from "../../packages/host-agent/test/template.js";
 import { TEST_TEMPLATE, envdDir, removeDataDir, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
@@ -64,8 +65,7 @@ async function createThenExec(agent: AgentUnderTest, sandboxId: string): Promise
 }
 
 async function memAvailableMiB(): Promise<number> {
-  const meminfo = await readFile("/proc/meminfo", "utf8");
-  return Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)![1]) / 1024;
+  return (await hostMemoryBytes()).availableBytes / 2 ** 20;
 }
 
 /** Memory charged to all sandboxes' cgroups together (the /wrenn parent), in MiB; undefined without v1 memory. */
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const templateDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-template-"));
   await buildBusyboxTemplate(templateDir);
   const agent = await startAgentProcess({ pool: "10.230.0.0/22", args: ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"] });
-  const report: Record<string, unknown> = { host: { cpus: (await import("node:os")).availableParallelism(), memTotalMiB: Math.round(Number(/^MemTotal:\s+(\d+)/m.exec(await readFile("/proc/meminfo", "utf8"))![1]) / 1024) } };
+  const report: Record<string, unknown> = { host: { cpus: availableParallelism(), memTotalMiB: (await hostMemoryMb()).totalMb } };
   try {
     // Interleaved, so drift on a noisy machine hits both sides alike.
     await bareRunsc(templateDir, 2);

@@ -138,11 +138,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     port: config.proxyPort,
     token: config.token,
     resolve: (sandboxId) => {
-      const sandbox = manager.list().find((s) => s.record.id === sandboxId);
-      return sandbox && sandbox.record.status === "running" ? { address: sandbox.network.sandboxAddress } : undefined;
+      const sandbox = manager.find(sandboxId);
+      return sandbox?.record.status === "running" ? { address: sandbox.network.sandboxAddress } : undefined;
     },
     onRequest: (sandboxId) => {
-      const sandbox = manager.list().find((s) => s.record.id === sandboxId);
+      const sandbox = manager.find(sandboxId);
       if (sandbox) manager.touch(sandbox);
     },
   });

@@ -16,7 +16,8 @@ import { Cleanup } from "../src/sandbox/cleanup.js";
 import { SlotAllocator } from "../src/sandbox/network/slots.js";
 import { createNetwork, linkExists, listNamespaces, type SandboxNetwork } from "../src/sandbox/network/namespace.js";
 import { mountRootfs, mountsUnder } from "../src/sandbox/storage/rootfs.js";
-import { ENVD_PORT, GvisorRuntime } from "../src/sandbox/runtime/gvisor.js";
+import { GvisorRuntime } from "../src/sandbox/runtime/gvisor.js";
+import { ENVD_PORT } from "../src/sandbox/runtime/driver.js";
 import { buildBusyboxTemplate } from "./template.js";
 import { commandRuns } from "./host-tools.js";
 

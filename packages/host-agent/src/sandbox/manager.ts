@@ -7,6 +7,7 @@ import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Mutex } from "async-mutex";
+import { hostMemoryMb } from "../host/memory.js";
 import { logger } from "../logging/logger.js";
 import { Cleanup } from "./cleanup.js";
 import { EnvdClient } from "./envd/client.js";
@@ -15,23 +16,21 @@ import { MetricsSampler } from "./metrics/sampler.js";
 import { parseEgressRules } from "./network/egress.js";
 import { resolvConf } from "./network/dns.js";
 import type { Firewall } from "./network/firewall.js";
-import { createNetwork, destroyNetwork, planNetwork, type SandboxNetwork } from "./network/namespace.js";
-import { SlotsExhaustedError, type SlotAllocator } from "./network/slots.js";
+import { createNetwork, destroyNetwork, isSandboxId, planNetwork, type SandboxNetwork } from "./network/namespace.js";
+import type { SlotAllocator } from "./network/slots.js";
 import { readRecord, writeRecord, type SandboxRecord, type SandboxStatus } from "./record.js";
-import type { RuntimeDriver, RuntimeName } from "./runtime/driver.js";
+import { ENVD_PORT, type RuntimeDriver, type RuntimeName } from "./runtime/driver.js";
 import { createDisk, destroyDisk, diskOf, diskUsageBytes, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
-import { mountRootfs, mountsUnder, unmountRootfs } from "./storage/rootfs.js";
+import { mountRootfs, removeUnlessMounted, unmountRootfs } from "./storage/rootfs.js";
 import type { TemplateStore } from "./storage/templates.js";
 
 const log = logger.child({ component: "sandboxes" });
 
-export const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 export const DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120 } as const;
 /** Below this gVisor's sentry and envd themselves do not fit. */
 const MIN_MEMORY_MB = 128;
 const MAX_TIMEOUT_SEC = 30 * 24 * 3600;
 const ENVD_READY_TIMEOUT_MS = 30_000;
-export const ENVD_PORT = 49983;
 
 export interface CreateSandboxOptions {
   sandboxId?: string;
@@ -95,6 +94,11 @@ export class SandboxManager {
     return [...this.sandboxes.values()];
   }
 
+  /** The sandbox, or undefined: for callers on a hot path that answer "unknown" themselves (the proxy). */
+  find(sandboxId: string): Sandbox | undefined {
+    return this.sandboxes.get(sandboxId);
+  }
+
   get(sandboxId: string): Sandbox {
     const sandbox = this.sandboxes.get(sandboxId);
     if (!sandbox) throw new SandboxNotFoundError(sandboxId);
@@ -140,7 +144,7 @@ export class SandboxManager {
 
   async create(request: CreateSandboxOptions): Promise<Sandbox> {
     const sandboxId = request.sandboxId || newSandboxId();
-    if (!SANDBOX_ID.test(sandboxId)) {
+    if (!isSandboxId(sandboxId)) {
       throw new InvalidRequestError(`sandbox id ${JSON.stringify(sandboxId)} is invalid: use 1–63 letters, digits, '-' or '_'`);
     }
     return this.withLock(sandboxId, async () => {
@@ -167,14 +171,11 @@ export class SandboxManager {
       throw new InvalidRequestError(`vcpus must be a whole number from 1 to ${cpus} (this host's CPUs), got ${vcpus}`);
     }
     const memoryMb = request.memoryMb || DEFAULTS.memoryMb;
-    const { totalMb, availableMb } = await hostMemory();
+    const { totalMb, availableMb } = await hostMemoryMb();
     if (!Number.isInteger(memoryMb) || memoryMb < MIN_MEMORY_MB || memoryMb > totalMb) {
       throw new InvalidRequestError(`memory_mb must be a whole number from ${MIN_MEMORY_MB} to ${totalMb} (this host's memory), got ${memoryMb}`);
     }
-    const timeoutSec = request.timeoutSec ?? 0;
-    if (!Number.isInteger(timeoutSec) || timeoutSec < 0 || timeoutSec > MAX_TIMEOUT_SEC) {
-      throw new InvalidRequestError(`timeout_sec must be a whole number from 0 to ${MAX_TIMEOUT_SEC}, got ${timeoutSec}`);
-    }
+    const timeoutSec = checkTimeout(request.timeoutSec ?? 0);
     const diskSizeMb = request.diskSizeMb || DEFAULTS.diskSizeMb;
     const writableMb = writableLayerMb(diskSizeMb, this.options.templates.sizeBytes(template.name));
     const allowOut = request.allowOut ?? [];
@@ -224,15 +225,10 @@ export class SandboxManager {
     const dir = path.join(this.sandboxesDir, record.id);
     const cleanup = new Cleanup();
     return cleanup.undoOnFailure(async () => {
-      try {
-        record.slot = pool.allocate();
-      } catch (err) {
-        if (err instanceof SlotsExhaustedError) throw new HostCapacityError(`no network address left on this host: all ${pool.total} slots are in use`);
-        throw err;
-      }
+      record.slot = pool.allocate(); // SlotsExhaustedError is a HostCapacityError: resource_exhausted
       cleanup.defer(`release slot ${record.slot}`, () => pool.release(record.slot));
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      cleanup.defer(`remove ${dir}`, () => removeSandboxDir(dir));
+      cleanup.defer(`remove ${dir}`, () => removeUnlessMounted(dir));
       templates.acquire(record.template, record.id);
       cleanup.defer(`release template ${record.template}`, () => templates.release(record.template, record.id));
       phase("slotAndDir");
@@ -271,10 +267,15 @@ export class SandboxManager {
       await writeRecord(dir, record);
       phase("initAndRecord");
       const sandbox: Sandbox = { record, dir, network, disk, rootfsDir, envd, driver };
-      this.sandboxes.set(record.id, sandbox);
-      this.options.metrics.track(record.id, { cgroupPath: driver.cgroupPath(record.id), diskBytes: () => diskUsageBytes(disk) });
+      this.register(sandbox);
       return sandbox;
     });
+  }
+
+  /** Makes a built or rediscovered sandbox known: listed, addressable, sampled. */
+  private register(sandbox: Sandbox): void {
+    this.sandboxes.set(sandbox.record.id, sandbox);
+    this.options.metrics.track(sandbox.record.id, { cgroupPath: sandbox.driver.cgroupPath(sandbox.record.id), diskBytes: () => diskUsageBytes(sandbox.disk) });
   }
 
   async destroy(sandboxId: string): Promise<void> {
@@ -297,7 +298,7 @@ export class SandboxManager {
     const cleanup = new Cleanup();
     // Registered in creation order; run() undoes newest first.
     cleanup.defer(`release slot ${record.slot}`, () => this.options.pool.release(record.slot));
-    cleanup.defer(`remove ${dir}`, () => removeSandboxDir(dir));
+    cleanup.defer(`remove ${dir}`, () => removeUnlessMounted(dir));
     cleanup.defer(`release template ${record.template}`, () => this.options.templates.release(record.template, record.id));
     cleanup.defer("destroy disk", () => destroyDisk(sandbox.disk));
     cleanup.defer("unmount rootfs", () => unmountRootfs(sandbox.rootfsDir));
@@ -447,8 +448,7 @@ export class SandboxManager {
         // Its chain survived in the kernel; registering again (an atomic replace) also resumes
         // the re-resolution of its egress domains.
         await this.options.firewall.addSandbox(sandbox.network, parseEgressRules(record.allowOut, record.denyOut), new Cleanup());
-        this.sandboxes.set(record.id, sandbox);
-        this.options.metrics.track(record.id, { cgroupPath: sandbox.driver.cgroupPath(record.id), diskBytes: () => diskUsageBytes(sandbox.disk) });
+        this.register(sandbox);
         alive.delete(record.id);
         restored.push(record.id);
         continue;
@@ -471,7 +471,7 @@ export class SandboxManager {
 
   private handlesFor(record: SandboxRecord, dir: string): Sandbox | undefined {
     const driver = this.options.drivers.get(record.runtime);
-    if (!driver || !SANDBOX_ID.test(record.id) || path.basename(dir) !== record.id) return undefined;
+    if (!driver || !isSandboxId(record.id) || path.basename(dir) !== record.id) return undefined;
     const network = planNetwork(record.id, record.slot, this.options.pool);
     const envd = new EnvdClient({
       baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`,
@@ -506,12 +506,6 @@ export function newSandboxId(): string {
   return [...randomBytes(20)].map((byte) => alphabet[byte % alphabet.length]).join("");
 }
 
-async function hostMemory(): Promise<{ totalMb: number; availableMb: number }> {
-  const meminfo = await readFile("/proc/meminfo", "utf8");
-  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(meminfo)?.[1] ?? 0);
-  return { totalMb: Math.floor(kib("MemTotal") / 1024), availableMb: Math.floor(kib("MemAvailable") / 1024) };
-}
-
 async function hasUser(rootfsDir: string, name: string): Promise<boolean> {
   const passwd = await readFile(path.join(rootfsDir, "etc", "passwd"), "utf8").catch(() => "");
   return passwd.split("\n").some((line) => line.startsWith(`${name}:`));
@@ -528,15 +522,9 @@ async function prepareEtc(rootfsDir: string, hostname: string, dnsServers: strin
   await writeFile(path.join(etc, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
 }
 
-async function removeSandboxDir(dir: string): Promise<void> {
-  const mounted = await mountsUnder(dir);
-  if (mounted.length > 0) throw new Error(`not removing ${dir}: still mounted at ${mounted.join(", ")}`);
-  await rm(dir, { recursive: true, force: true });
-}
-
 /** A sandbox directory without a usable record: unmount whatever is mounted in it, then remove it. */
 async function removeLeftoverDir(dir: string): Promise<void> {
   await unmountRootfs(path.join(dir, "rootfs"));
   await destroyDisk(diskOf(dir));
-  await removeSandboxDir(dir);
+  await removeUnlessMounted(dir);
 }

@@ -2,11 +2,9 @@
 // logged with its stack, and reported without internals.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { logger } from "../logging/logger.js";
-import { EnvdError, EnvdUnavailableError } from "../sandbox/envd/client.js";
+import { EnvdError } from "../sandbox/envd/client.js";
 import { HostCapacityError, InvalidRequestError, SandboxExistsError, SandboxNotFoundError, SandboxStateError } from "../sandbox/errors.js";
 import { InvalidMetricsRangeError } from "../sandbox/metrics/tiers.js";
-import { InvalidEgressRuleError } from "../sandbox/network/egress.js";
-import { SlotsExhaustedError } from "../sandbox/network/slots.js";
 import { InvalidDiskSizeError } from "../sandbox/storage/disk.js";
 import { InvalidTemplateNameError, TemplateExistsError, TemplateInUseError, TemplateNotFoundError } from "../sandbox/storage/templates.js";
 
@@ -14,6 +12,8 @@ const log = logger.child({ component: "rpc" });
 
 type ErrorClass = abstract new (...args: never[]) => Error;
 
+// Subclasses take their parent's code (SlotsExhaustedError is a HostCapacityError,
+// InvalidEgressRuleError an InvalidRequestError, EnvdUnavailableError an EnvdError carrying its own).
 const CODES: [ErrorClass, Code][] = [
   [SandboxNotFoundError, Code.NotFound],
   [TemplateNotFoundError, Code.NotFound],
@@ -22,13 +22,10 @@ const CODES: [ErrorClass, Code][] = [
   [InvalidRequestError, Code.InvalidArgument],
   [InvalidTemplateNameError, Code.InvalidArgument],
   [InvalidDiskSizeError, Code.InvalidArgument],
-  [InvalidEgressRuleError, Code.InvalidArgument],
   [InvalidMetricsRangeError, Code.InvalidArgument],
   [HostCapacityError, Code.ResourceExhausted],
-  [SlotsExhaustedError, Code.ResourceExhausted],
   [SandboxStateError, Code.FailedPrecondition],
   [TemplateInUseError, Code.FailedPrecondition],
-  [EnvdUnavailableError, Code.Unavailable],
 ];
 
 /** The Connect error a caller sees for `err`. */

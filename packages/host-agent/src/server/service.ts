@@ -14,7 +14,8 @@ import {
   type WriteFileStreamRequest,
 } from "@wrenn/proto/hostagent";
 import { availableParallelism } from "node:os";
-import { statfs, readFile } from "node:fs/promises";
+import { statfs } from "node:fs/promises";
+import { hostMemoryBytes } from "../host/memory.js";
 import { InvalidRequestError } from "../sandbox/errors.js";
 import type { SandboxManager, Sandbox } from "../sandbox/manager.js";
 import type { MetricsSampler } from "../sandbox/metrics/sampler.js";
@@ -26,7 +27,7 @@ import { toConnectError } from "./errors.js";
 export const AGENT_VERSION = "0.1.0";
 export const PLATFORM_TEAM_ID = "00000000-0000-0000-0000-000000000000";
 const DEFAULT_EXEC_TIMEOUT_SEC = 30;
-const MEMORY_SNAPSHOT_NOTE =
+const FILESYSTEM_SNAPSHOT_NOTE =
   "filesystem only: this runtime (gVisor, hostinet) cannot checkpoint memory; sandboxes created from this snapshot boot afresh from its files";
 
 export interface ServiceContext {
@@ -167,8 +168,8 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
           metadata: { sourceSandbox: sandbox.record.id },
         }),
       );
-      const memory = context.probes.find((p) => p.name === context.defaultRuntime)?.memorySnapshots ?? false;
-      return { name: info.name, sizeBytes: BigInt(info.sizeBytes), includesMemory: false, note: memory ? "" : MEMORY_SNAPSHOT_NOTE };
+      // Snapshots copy files only, on every runtime today (memory snapshots come with the VM drivers).
+      return { name: info.name, sizeBytes: BigInt(info.sizeBytes), includesMemory: false, note: FILESYSTEM_SNAPSHOT_NOTE };
     }),
 
     deleteSnapshot: unary(async (req) => {
@@ -217,8 +218,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
     }),
 
     getHostInfo: unary(async () => {
-      const meminfo = await readFile("/proc/meminfo", "utf8");
-      const bytes = (key: string) => BigInt(Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(meminfo)?.[1] ?? 0) * 1024);
+      const memory = await hostMemoryBytes();
       const disk = await statfs(context.dataDir);
       const all = manager.list();
       return {
@@ -226,8 +226,8 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
         runtimes: context.probes.map((probe) => create(RuntimeInfoSchema, probe)),
         defaultRuntime: context.defaultRuntime,
         cpuCount: availableParallelism(),
-        memoryTotalBytes: bytes("MemTotal"),
-        memoryAvailableBytes: bytes("MemAvailable"),
+        memoryTotalBytes: BigInt(memory.totalBytes),
+        memoryAvailableBytes: BigInt(memory.availableBytes),
         diskTotalBytes: BigInt(disk.blocks * disk.bsize),
         diskAvailableBytes: BigInt(disk.bavail * disk.bsize),
         sandboxesRunning: all.filter((s) => s.record.status === "running").length,

@@ -27,6 +27,31 @@ export async function detectCgroupLayout(root = CGROUP_ROOT): Promise<CgroupLayo
 
 // The host's layout cannot change while the agent runs, so it is probed once.
 let hostLayout: Promise<CgroupLayout> | undefined;
+const hostCgroupLayout = (): Promise<CgroupLayout> => (hostLayout ??= detectCgroupLayout());
+
+/** How often a cgroup hit its limits: what tells why a sandbox died by itself. */
+export interface CgroupLimitHits {
+  /** Processes the kernel's OOM killer killed in the cgroup. */
+  oomKills: number;
+  memoryLimitBytes: number;
+  /** Forks the pids controller refused. */
+  pidsLimitHits: number;
+}
+
+/** Reads the cgroup's limit events (missing files count as none). Must run before the cgroup is removed. */
+export async function readCgroupLimitHits(cgroupPath: string): Promise<CgroupLimitHits> {
+  const { root, version } = await hostCgroupLayout();
+  const read = (file: string) => readFile(file, "utf8").catch(() => "");
+  const [memoryEvents, memoryLimit, pidsEvents] =
+    version === "v2"
+      ? await Promise.all([read(`${root}${cgroupPath}/memory.events`), read(`${root}${cgroupPath}/memory.max`), read(`${root}${cgroupPath}/pids.events`)])
+      : await Promise.all([
+          read(`${root}/memory${cgroupPath}/memory.oom_control`),
+          read(`${root}/memory${cgroupPath}/memory.limit_in_bytes`),
+          read(`${root}/pids${cgroupPath}/pids.events`),
+        ]);
+  return { oomKills: statField(memoryEvents, "oom_kill"), memoryLimitBytes: Number(memoryLimit.trim()) || 0, pidsLimitHits: statField(pidsEvents, "max") };
+}
 
 /**
  * The usage of the cgroup at `cgroupPath` (e.g. "/wrenn/<sandboxId>"), or undefined when the
@@ -36,7 +61,7 @@ export async function readCgroupUsage(
   cgroupPath: string,
   layout?: CgroupLayout,
 ): Promise<CgroupUsage | undefined> {
-  const { root, version } = layout ?? (await (hostLayout ??= detectCgroupLayout()));
+  const { root, version } = layout ?? (await hostCgroupLayout());
   try {
     return version === "v2" ? await readV2(`${root}${cgroupPath}`) : await readV1(root, cgroupPath);
   } catch (err) {

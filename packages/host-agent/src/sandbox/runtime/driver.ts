@@ -6,6 +6,9 @@ import type { Cleanup } from "../cleanup.js";
 
 export type RuntimeName = "gvisor" | "qemu" | "firecracker";
 
+/** Every runtime starts envd on this port inside the sandbox: the agent reaches it at the sandbox's address. */
+export const ENVD_PORT = 49983;
+
 /** How a driver wants the sandbox's root filesystem handed to it. */
 export type RootfsKind = "directory" | "block";
 

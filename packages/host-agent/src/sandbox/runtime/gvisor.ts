@@ -12,13 +12,13 @@ import path from "node:path";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
-import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox, RuntimeStatus } from "./driver.js";
+import { readCgroupLimitHits } from "../metrics/cgroup.js";
+import { ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeProbe, type RuntimeSandbox, type RuntimeStatus } from "./driver.js";
 
 const RUN_TIMEOUT_MS = 30_000;
 const CONTROL_TIMEOUT_MS = 10_000;
 /** Where envd's directory appears inside every sandbox. */
 export const ENVD_MOUNT_POINT = "/opt/wrenn";
-export const ENVD_PORT = 49983;
 const SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
@@ -188,14 +188,9 @@ export class GvisorRuntime implements RuntimeDriver {
 
   /** Reads the sandbox's host cgroup before it is deleted: an OOM kill or a full pids budget. */
   async exitReason(sandboxId: string): Promise<string | undefined> {
-    const read = (file: string) => readFile(file, "utf8").catch(() => "");
-    const cgroup = this.cgroupPath(sandboxId);
-    const v1 = existsSync("/sys/fs/cgroup/memory");
-    const memoryEvents = v1 ? await read(`/sys/fs/cgroup/memory${cgroup}/memory.oom_control`) : await read(`/sys/fs/cgroup${cgroup}/memory.events`);
-    const limit = v1 ? await read(`/sys/fs/cgroup/memory${cgroup}/memory.limit_in_bytes`) : await read(`/sys/fs/cgroup${cgroup}/memory.max`);
-    if (/^oom_kill [1-9]/m.test(memoryEvents)) return `out of memory: the sandbox used its whole memory limit (${Math.round(Number(limit) / 2 ** 20)} MiB) and was killed`;
-    const pidsEvents = v1 ? await read(`/sys/fs/cgroup/pids${cgroup}/pids.events`) : await read(`/sys/fs/cgroup${cgroup}/pids.events`);
-    if (/^max [1-9]/m.test(pidsEvents)) return "process limit: the sandbox reached its task limit and was stopped";
+    const hits = await readCgroupLimitHits(this.cgroupPath(sandboxId));
+    if (hits.oomKills > 0) return `out of memory: the sandbox used its whole memory limit (${Math.round(hits.memoryLimitBytes / 2 ** 20)} MiB) and was killed`;
+    if (hits.pidsLimitHits > 0) return "process limit: the sandbox reached its task limit and was stopped";
     return undefined;
   }
 

@@ -77,8 +77,8 @@ export async function unmountRootfs(rootfs: Pick<SandboxRootfs, "dir"> | string)
   }
 }
 
-// Deleting through a mount that failed to come off would delete what it shows; refuse instead.
-async function removeUnlessMounted(dir: string): Promise<void> {
+/** Removes `dir`, refusing while anything is mounted at or below it (deleting through a mount deletes what it shows). */
+export async function removeUnlessMounted(dir: string): Promise<void> {
   const mounted = await mountsUnder(dir);
   if (mounted.length > 0) throw new Error(`not removing ${dir}: still mounted at ${mounted.join(", ")}`);
   await rm(dir, { recursive: true, force: true });

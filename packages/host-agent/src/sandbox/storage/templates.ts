@@ -6,11 +6,11 @@
 // checked and a template acquired with no await in between; copies and removals are not.
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rename, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
-import { mountsUnder } from "./rootfs.js";
+import { removeUnlessMounted } from "./rootfs.js";
 
 const log = logger.child({ component: "templates" });
 
@@ -226,7 +226,7 @@ export class TemplateStore {
       this.deleting.delete(name);
     }
     try {
-      await removeTree(trash);
+      await removeUnlessMounted(trash);
     } catch (err) {
       // The template is gone all the same; removeLeftovers retries.
       log.warn({ template: name, trash, err }, "could not remove a deleted template's files");
@@ -281,7 +281,7 @@ export class TemplateStore {
         }
         return info;
       } catch (err) {
-        await removeTree(temp).catch((cleanupErr: unknown) => log.warn({ temp, err: cleanupErr }, "could not remove a failed template"));
+        await removeUnlessMounted(temp).catch((cleanupErr: unknown) => log.warn({ temp, err: cleanupErr }, "could not remove a failed template"));
         throw err;
       }
     } finally {
@@ -311,7 +311,7 @@ export class TemplateStore {
         }
       }
       await copyTree(sourceDir, rootfs);
-      if (options.move) await removeTree(sourceDir);
+      if (options.move) await removeUnlessMounted(sourceDir);
     });
   }
 
@@ -325,7 +325,7 @@ export class TemplateStore {
       throw err;
     }
     for (const entry of entries) {
-      if (entry.startsWith(TEMP_PREFIX) || entry.startsWith(TRASH_PREFIX)) await removeTree(path.join(this.dir, entry));
+      if (entry.startsWith(TEMP_PREFIX) || entry.startsWith(TRASH_PREFIX)) await removeUnlessMounted(path.join(this.dir, entry));
     }
   }
 }
@@ -350,12 +350,6 @@ async function apparentSizeBytes(dir: string): Promise<number> {
   return bytes;
 }
 
-// Refuses to delete through a mount point (whatever is mounted there is not the template's).
-async function removeTree(dir: string): Promise<void> {
-  const mounted = await mountsUnder(dir);
-  if (mounted.length > 0) throw new Error(`not removing ${dir}: something is mounted at ${mounted.join(", ")}`);
-  await rm(dir, { recursive: true, force: true });
-}
 
 function parseTemplateInfo(name: string, text: string): TemplateInfo {
   const raw = JSON.parse(text) as Partial<TemplateInfo>;
