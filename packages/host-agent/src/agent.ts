@@ -88,6 +88,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   if (!defaultRuntime) throw new Error(`no runtime works on this host: ${probes.map((p) => `${p.name}: ${p.detail}`).join("; ")}`);
 
   const templates = new TemplateStore(path.join(config.dataDir, "templates"));
+  // A template write or delete cut short by a crash leaves a hidden temp or trash directory.
+  await templates.removeLeftovers();
   const pool = new SlotAllocator(config.poolCidr);
   const firewall = new Firewall({ table: config.firewallTable, pool, dnsServers: config.dnsServers });
   await firewall.setup();
