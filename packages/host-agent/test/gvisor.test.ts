@@ -1,8 +1,9 @@
 // A real gVisor sandbox: netns + veth, an overlayfs rootfs over a busybox template, envd under
-// tini, driven through envd's Connect API; then pause/resume and a destroy that leaves nothing.
+// tini, driven through envd's Connect API; then pause/resume and a destroy that leaves nothing, and
+// stops of sandboxes running, paused, already dead, and stopped twice.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,7 +17,7 @@ import { Cleanup } from "../src/sandbox/cleanup.js";
 import { SlotAllocator } from "../src/sandbox/network/slots.js";
 import { createNetwork, linkExists, listNamespaces, type SandboxNetwork } from "../src/sandbox/network/namespace.js";
 import { mountRootfs, mountsUnder } from "../src/sandbox/storage/rootfs.js";
-import { GvisorRuntime } from "../src/sandbox/runtime/gvisor.js";
+import { containerId, DEFAULT_LIMITS, GvisorRuntime } from "../src/sandbox/runtime/gvisor.js";
 import { ENVD_PORT } from "../src/sandbox/runtime/driver.js";
 import { buildBusyboxTemplate } from "./template.js";
 import { commandRuns } from "./host-tools.js";
@@ -94,26 +95,9 @@ describe("a gVisor sandbox running envd", { skip }, () => {
     const templateDir = path.join(workDir, "template");
     await buildBusyboxTemplate(templateDir);
     runtime = new GvisorRuntime({ stateDir: path.join(workDir, "runsc"), envdDir, pidsLimit: limits.pidsLimit });
-    await cleanup.undoOnFailure(async () => {
-      network = await createNetwork(sandboxId, await freeSlot(), testPool, cleanup);
-      const sandboxDir = path.join(workDir, "sandbox");
-      await mkdir(sandboxDir, { recursive: true });
-      const rootfs = await mountRootfs([templateDir], sandboxDir, path.join(sandboxDir, "rootfs"), cleanup);
-      baseUrl = `http://${network.sandboxAddress}:${ENVD_PORT}`;
-      const started = performance.now();
-      const boot = { sandboxId, sandboxDir, rootfs: { kind: "directory" as const, path: rootfs.dir }, netnsPath: network.namespacePath, sandboxAddress: network.sandboxAddress };
-      await runtime.boot({ ...boot, vcpus: limits.vcpus, memoryMb: limits.memoryMb }, cleanup);
-      const runDone = performance.now();
-      while ((await health(baseUrl, 500)) !== 204) {
-        if (performance.now() - started > 20_000) {
-          const consoleLog = await readFile(path.join(sandboxDir, "bundle", "console.log"), "utf8").catch(() => "");
-          throw new Error(`envd did not answer /health within 20 s; console:\n${consoleLog}`);
-        }
-        await sleep(10);
-      }
-      const healthy = performance.now();
-      console.log(`runsc run returned after ${Math.round(runDone - started)} ms; envd healthy ${Math.round(healthy - started)} ms after runsc run began`);
-    });
+    ({ network, baseUrl } = await cleanup.undoOnFailure(() =>
+      startSandbox(runtime, sandboxId, { workDir, templateDir, cleanup, vcpus: limits.vcpus, memoryMb: limits.memoryMb }),
+    ));
     client = createClient(Process, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
   });
 
@@ -221,20 +205,134 @@ describe("a gVisor sandbox running envd", { skip }, () => {
 
   test("destroying a paused sandbox leaves no netns, veth, mount, container, cgroup or process behind", async () => {
     await runtime.pause(sandboxId);
+    const hostPids = await sandboxHostPids(sandboxId);
+    assert.ok(hostPids.length >= 2, `sentry and gofer in the cgroup: ${hostPids.join(" ")}`);
+    const started = performance.now();
     await cleanup.run();
+    console.log(`destroy (stop, unmount, netns, remove dir) of a paused sandbox: ${Math.round(performance.now() - started)} ms`);
     assert.ok(!(await listNamespaces()).includes(network.namespace), "netns left behind");
     assert.ok(!(await linkExists(network.hostInterface)), "veth left behind");
     assert.deepEqual(await mountsUnder(workDir), []);
     assert.ok(!existsSync(workDir), "work dir left behind");
+    await assertStopLeftNothing(runtime, sandboxId, path.join(workDir, "runsc"), hostPids);
+  });
+
+  test("stopping a sandbox that is already stopped is a no-op", async () => {
+    await runtime.stop(sandboxId);
     assert.deepEqual(await runtime.list(), []);
-    const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
-    assert.doesNotMatch(processes, new RegExp(`--root=${workDir}`), "a runsc process outlived the sandbox");
-    for (const controller of ["memory", "pids", "cpu"]) {
-      assert.ok(!existsSync(`/sys/fs/cgroup/${controller}/wrenn/${sandboxId}`), `cgroup ${controller}/wrenn/${sandboxId} left behind`);
-    }
-    assert.ok(!existsSync(`/sys/fs/cgroup/wrenn/${sandboxId}`), "cgroup v2 wrenn/<id> left behind");
   });
 });
+
+describe("stopping a gVisor sandbox", { skip }, () => {
+  let workDir: string;
+  let templateDir: string;
+  let runtime: GvisorRuntime;
+  let stateDir: string;
+
+  before(async () => {
+    workDir = await mkdtemp(path.join(tmpdir(), "wrenn-gvisor-stop-test-"));
+    templateDir = path.join(workDir, "template");
+    await buildBusyboxTemplate(templateDir);
+    stateDir = path.join(workDir, "runsc");
+    runtime = new GvisorRuntime({ stateDir, envdDir });
+  });
+
+  after(async () => {
+    await rm(workDir, { recursive: true, force: true });
+  });
+
+  /** Boots a sandbox of its own for one test; the cleanup stops it and takes its network and rootfs. */
+  async function withSandbox(name: string, check: (sandboxId: string) => Promise<void>): Promise<void> {
+    const sandboxId = `ws${process.pid}${name}`;
+    const cleanup = new Cleanup();
+    try {
+      await cleanup.undoOnFailure(() => startSandbox(runtime, sandboxId, { workDir: path.join(workDir, name), templateDir, cleanup }));
+      await check(sandboxId);
+    } finally {
+      await cleanup.run();
+    }
+  }
+
+  test("stopping a running sandbox kills all its host processes and removes its cgroup and runsc state", async () => {
+    await withSandbox("run", async (sandboxId) => {
+      const hostPids = await sandboxHostPids(sandboxId);
+      const started = performance.now();
+      await runtime.stop(sandboxId);
+      console.log(`stop of a running sandbox: ${Math.round(performance.now() - started)} ms`);
+      await assertStopLeftNothing(runtime, sandboxId, stateDir, hostPids);
+    });
+  });
+
+  test("stopping a paused sandbox whose sentry already died (as after an OOM kill) removes what is left", async () => {
+    await withSandbox("dead", async (sandboxId) => {
+      await runtime.pause(sandboxId);
+      const hostPids = await sandboxHostPids(sandboxId);
+      const sentry = (await runtime.containers()).find((c) => c.id === containerId(sandboxId));
+      assert.ok(sentry && sentry.pid > 0, "runsc reports the sandbox's pid");
+      process.kill(sentry.pid, "SIGKILL");
+      await runtime.stop(sandboxId);
+      await assertStopLeftNothing(runtime, sandboxId, stateDir, hostPids);
+      await runtime.stop(sandboxId);
+    });
+  });
+});
+
+/** Boots `sandboxId` over the template with its own netns and overlay rootfs, and waits for envd's /health. */
+async function startSandbox(
+  runtime: GvisorRuntime,
+  sandboxId: string,
+  options: { workDir: string; templateDir: string; cleanup: Cleanup; vcpus?: number; memoryMb?: number },
+): Promise<{ network: SandboxNetwork; baseUrl: string }> {
+  const { workDir, templateDir, cleanup } = options;
+  const network = await createNetwork(sandboxId, await freeSlot(), testPool, cleanup);
+  const sandboxDir = path.join(workDir, "sandbox");
+  await mkdir(sandboxDir, { recursive: true });
+  const rootfs = await mountRootfs([templateDir], sandboxDir, path.join(sandboxDir, "rootfs"), cleanup);
+  const baseUrl = `http://${network.sandboxAddress}:${ENVD_PORT}`;
+  const started = performance.now();
+  const boot = { sandboxId, sandboxDir, rootfs: { kind: "directory" as const, path: rootfs.dir }, netnsPath: network.namespacePath, sandboxAddress: network.sandboxAddress };
+  await runtime.boot({ ...boot, vcpus: options.vcpus ?? DEFAULT_LIMITS.vcpus, memoryMb: options.memoryMb ?? DEFAULT_LIMITS.memoryMb }, cleanup);
+  const runDone = performance.now();
+  while ((await health(baseUrl, 500)) !== 204) {
+    if (performance.now() - started > 20_000) {
+      const consoleLog = await readFile(path.join(sandboxDir, "bundle", "console.log"), "utf8").catch(() => "");
+      throw new Error(`envd did not answer /health within 20 s; console:\n${consoleLog}`);
+    }
+    await sleep(10);
+  }
+  const healthy = performance.now();
+  console.log(`runsc run returned after ${Math.round(runDone - started)} ms; envd healthy ${Math.round(healthy - started)} ms after runsc run began`);
+  return { network, baseUrl };
+}
+
+/** Every host process of the sandbox (sentry, gofer, ptrace stubs): what its cgroup holds. */
+async function sandboxHostPids(sandboxId: string): Promise<number[]> {
+  const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+  const procs = await readFile(v2 ? `/sys/fs/cgroup/wrenn/${sandboxId}/cgroup.procs` : `/sys/fs/cgroup/pids/wrenn/${sandboxId}/cgroup.procs`, "utf8");
+  return procs.split("\n").filter(Boolean).map(Number);
+}
+
+/**
+ * No live host process of the sandbox (one may linger as a zombie until its parent, PID 1,
+ * reaps it: it holds nothing but its pid), no cgroup in any hierarchy, no runsc container or state file.
+ */
+async function assertStopLeftNothing(runtime: GvisorRuntime, sandboxId: string, stateDir: string, hostPids: number[]): Promise<void> {
+  for (const pid of hostPids) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+    const state = stat?.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    assert.ok(state === undefined || state === "Z", `host process ${pid} of the sandbox is still alive (state ${state})`);
+  }
+  const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
+  assert.doesNotMatch(processes, new RegExp(`--root=${stateDir}\\b`), "a runsc process outlived the sandbox");
+  const hierarchies = ["", ...(await readdir("/sys/fs/cgroup"))];
+  for (const hierarchy of hierarchies) {
+    const dir = path.join("/sys/fs/cgroup", hierarchy, "wrenn", sandboxId);
+    assert.ok(!existsSync(dir), `cgroup ${dir} left behind`);
+  }
+  assert.ok(!(await runtime.list()).some((c) => c.id === sandboxId), "runsc still lists the container");
+  const stateFiles = (await readdir(stateDir).catch(() => [])).filter((name) => name.includes(containerId(sandboxId)));
+  assert.deepEqual(stateFiles, [], "runsc state files left behind");
+}
 
 /** RSS of the host processes serving this sandbox: runsc's sandbox and gofer (both carry its --root) and their children. */
 async function sandboxHostRssKiB(stateDir: string): Promise<number> {

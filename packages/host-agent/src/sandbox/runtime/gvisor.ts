@@ -6,13 +6,14 @@
 // interfaces and nothing else. runsc is never started through `ip netns exec` (that remounts
 // /sys and breaks cgroups). See docs/host-agent-gvisor.md for the measured facts.
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
-import { readCgroupLimitHits } from "../metrics/cgroup.js";
+import { detectCgroupLayout, readCgroupLimitHits } from "../metrics/cgroup.js";
 import { ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeProbe, type RuntimeSandbox, type RuntimeStatus } from "./driver.js";
 
 const RUN_TIMEOUT_MS = 30_000;
@@ -145,17 +146,49 @@ export class GvisorRuntime implements RuntimeDriver {
     log.info({ ms: Math.round(performance.now() - started) }, "gvisor sandbox started");
   }
 
-  /** Kills every process of the sandbox and removes the container; a sandbox already gone is fine. */
+  /**
+   * Kills every process of the sandbox, removes its cgroup and runsc's record of it; a sandbox
+   * already gone is fine. Not `runsc delete`: after its SIGKILL it polls every 100 ms until the
+   * sandbox's pid is gone, i.e. until whoever inherited the orphaned sandbox reaps it — PID 1
+   * here, which reaps every ~2 s. The cgroup holds every host process of the sandbox (sentry,
+   * gofer, ptrace stubs); once it is empty they have all exited and released their memory,
+   * files, mounts and netns; what is left is a zombie's pid for PID 1 to reap.
+   */
   async stop(sandboxId: string): Promise<void> {
-    const container = (await this.list()).find((c) => c.id === sandboxId);
-    if (!container) return;
-    // This runsc panics on `delete --force` of a paused container ("invalid state transition:
-    // paused => stopped"): thaw it first.
-    if (container.status === "paused") await this.resume(sandboxId);
-    if (container.status !== "stopped") {
-      await this.control(["kill", containerId(sandboxId), "KILL"], { timeoutMs: CONTROL_TIMEOUT_MS }).catch(() => undefined);
+    const id = containerId(sandboxId);
+    const cgroups = await cgroupDirs(this.cgroupPath(sandboxId));
+    const stateFiles = await this.stateFiles(id);
+    if (cgroups.length > 0) await killCgroup(cgroups, CONTROL_TIMEOUT_MS);
+    if (cgroups.length > 0 && stateFiles.length > 0) {
+      for (const file of stateFiles) await rm(file, { force: true });
+      return;
     }
-    await this.control(["delete", "--force", containerId(sandboxId)], { timeoutMs: CONTROL_TIMEOUT_MS });
+    // No cgroup or no state file where this runsc keeps them: gone, half-deleted, or a layout
+    // this code does not know. runsc then finds and deletes the container itself (slowly).
+    const container = (await this.list()).find((c) => c.id === sandboxId);
+    if (container) await this.deleteWithRunsc(sandboxId, container.status);
+  }
+
+  /**
+   * `runsc delete --force`. This runsc panics on it for a paused container ("invalid state
+   * transition: paused => stopped", after having cleaned up): resume first, and trust the list.
+   */
+  private async deleteWithRunsc(sandboxId: string, status: RuntimeStatus): Promise<void> {
+    if (status === "paused") await this.resume(sandboxId).catch(() => undefined);
+    try {
+      await this.control(["delete", "--force", containerId(sandboxId)], { timeoutMs: CONTROL_TIMEOUT_MS });
+    } catch (err) {
+      if ((await this.list()).some((c) => c.id === sandboxId)) throw err;
+    }
+  }
+
+  /**
+   * runsc's record of a root container, as `runsc delete` removes it: `<id>_sandbox:<id>.state`
+   * (what `runsc list` reads), then its `.lock`. Only those that exist.
+   */
+  private async stateFiles(id: string): Promise<string[]> {
+    const names = await readdir(this.config.stateDir).catch(() => [] as string[]);
+    return [`${id}_sandbox:${id}.state`, `${id}_sandbox:${id}.lock`].filter((name) => names.includes(name)).map((name) => path.join(this.config.stateDir, name));
   }
 
   /** Freezes every process of the sandbox (this runsc cannot checkpoint hostinet sandboxes). */
@@ -222,6 +255,62 @@ export function containerId(sandboxId: string): string {
 
 export function bundleDirOf(sandboxDir: string): string {
   return path.join(sandboxDir, "bundle");
+}
+
+/**
+ * The sandbox's cgroup directories in every hierarchy (one on v2, one per controller on v1),
+ * children before parents so they can be removed in order.
+ */
+async function cgroupDirs(cgroupPath: string): Promise<string[]> {
+  const layout = await detectCgroupLayout();
+  const hierarchies =
+    layout.version === "v2"
+      ? [layout.root]
+      : (await readdir(layout.root, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => path.join(layout.root, entry.name));
+  const found: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => undefined);
+    if (!entries) return; // not in this hierarchy (or already removed)
+    for (const entry of entries) if (entry.isDirectory()) await walk(path.join(dir, entry.name));
+    found.push(dir);
+  };
+  for (const hierarchy of hierarchies) await walk(path.join(hierarchy, cgroupPath));
+  return found;
+}
+
+/**
+ * SIGKILLs every process in `dirs` and removes them, retrying until the kernel lets them go
+ * (rmdir fails with EBUSY while a task has not finished exiting); fails after `timeoutMs`.
+ */
+async function killCgroup(dirs: string[], timeoutMs: number): Promise<void> {
+  const started = performance.now();
+  let left = dirs;
+  for (;;) {
+    for (const dir of left) {
+      const procs = await readFile(path.join(dir, "cgroup.procs"), "utf8").catch(() => "");
+      for (const pid of procs.split("\n").filter(Boolean)) {
+        try {
+          process.kill(Number(pid), "SIGKILL");
+        } catch {
+          // Already exited.
+        }
+      }
+    }
+    const busy: string[] = [];
+    for (const dir of left) {
+      try {
+        await rmdir(dir);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "EBUSY") busy.push(dir);
+        else if (code !== "ENOENT") throw err;
+      }
+    }
+    if (busy.length === 0) return;
+    if (performance.now() - started > timeoutMs) throw new Error(`processes still in ${busy.join(", ")} ${timeoutMs} ms after SIGKILL`);
+    left = busy;
+    await sleep(5);
+  }
 }
 
 /** The OCI runtime spec for one sandbox. */
