@@ -6,6 +6,7 @@ import { pino, type Logger } from "pino";
 import { Process } from "@wrenn/proto/envd/process";
 import { Filesystem } from "@wrenn/proto/envd/filesystem";
 import { initialDefaults } from "../state.js";
+import { ENVD_VERSION } from "../version.js";
 import { processService } from "../process/service.js";
 import { ProcessRegistry } from "../process/registry.js";
 import { filesystemService } from "../filesystem/service.js";
@@ -50,7 +51,8 @@ export async function startEnvd(options: EnvdOptions): Promise<RunningEnvd> {
   ): void => {
     const url = new URL(req.url ?? "/", "http://envd");
     if (url.pathname === "/health") {
-      res.writeHead(204).end();
+      // The host agent reads the version here once, to report it to the control plane (E2B's envdVersion).
+      res.writeHead(204, { "x-envd-version": ENVD_VERSION }).end();
       return;
     }
     const signedFileRequest = url.pathname === "/files" && url.searchParams.has("signature");

@@ -148,6 +148,7 @@ export class EnvdClient {
 
   /** The envd version, when envd reports one (an X-Envd-Version header on /health or /init); else undefined. */
   async version(): Promise<string | undefined> {
+    if (this.reportedVersion) return this.reportedVersion; // fixed for the sandbox's life: asked once
     const response = await sendHttp(this.agent, this.baseUrl, { method: "GET", path: "/health", headersTimeoutMs: UNARY_TIMEOUT_MS, what: "GET /health" });
     await readSmallBody(response);
     return this.noteVersion(response) ?? this.reportedVersion;
