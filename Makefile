@@ -42,7 +42,7 @@ base-template: system-deps
 # The host agent as root, on the embedded defaults: data in .data/agent, RPC on 127.0.0.1:5008
 # (token in .data/agent/host-token), port proxy on 127.0.0.1:5009.
 up: deps envd base-template
-	node --import tsx packages/host-agent/src/main.ts --data-dir $(WRENN_DATA_DIR)/agent
+	node --import tsx packages/host-agent/src/main.ts --data-dir $(WRENN_DATA_DIR)/agent --warm-pool base=2
 
 test: deps system-deps
 	bash scripts/test.sh

@@ -11,6 +11,7 @@ import { MetricsSampler } from "./sandbox/metrics/sampler.js";
 import { Firewall } from "./sandbox/network/firewall.js";
 import { removeOrphanNetworks } from "./sandbox/network/orphans.js";
 import { SlotAllocator } from "./sandbox/network/slots.js";
+import type { WarmPoolTarget } from "./sandbox/warm-pool.js";
 import type { RuntimeDriver, RuntimeName, RuntimeProbe } from "./sandbox/runtime/driver.js";
 import { GvisorRuntime } from "./sandbox/runtime/gvisor.js";
 import { TemplateStore } from "./sandbox/storage/templates.js";
@@ -39,6 +40,8 @@ export interface AgentConfig {
   sandboxBaseCostMb: number;
   /** Host tasks one gVisor sandbox may hold (a host backstop, not a guest limit). */
   pidsLimit: number;
+  /** Default-shape sandboxes kept booted per template, handed out by matching creates. */
+  warmPool: WarmPoolTarget[];
 }
 
 export const DEFAULT_CONFIG: Omit<AgentConfig, "dataDir" | "envdDir" | "token"> = {
@@ -54,6 +57,7 @@ export const DEFAULT_CONFIG: Omit<AgentConfig, "dataDir" | "envdDir" | "token"> 
   memoryReserveMb: 512,
   sandboxBaseCostMb: 128,
   pidsLimit: 16384,
+  warmPool: [],
 };
 
 export interface RunningAgent {
@@ -105,9 +109,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     metrics,
     memoryReserveMb: config.memoryReserveMb,
     sandboxBaseCostMb: config.sandboxBaseCostMb,
+    warmPool: config.warmPool,
   });
   await manager.rediscover();
-  const swept = await removeOrphanNetworks(manager.knownIds(), firewall);
+  const swept = await removeOrphanNetworks(manager.runtimeIds(), firewall);
   log.info({ swept }, "orphaned networks removed");
 
   let resolveTerminated!: () => void;
@@ -115,6 +120,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= (async () => {
     clearInterval(reaper);
+    manager.warmPool.stop();
     metrics.stop();
     firewall.close();
     await Promise.all([rpc.close(), proxy.close()]);
@@ -155,11 +161,13 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     void (async () => {
       await manager.reapExited();
       await manager.reapIdle();
+      manager.warmPool.refill();
     })()
       .catch((err: unknown) => log.error({ err }, "reaper pass failed"))
       .finally(() => (reaping = false));
   }, config.reaperIntervalMs);
   metrics.start();
+  manager.startWarmPool();
   log.info({ rpcPort: rpc.port, proxyPort: proxy.port, runtimes: [...drivers.keys()] }, "host agent ready");
   return { rpcPort: rpc.port, proxyPort: proxy.port, manager, probes, stop, terminate, terminated };
 }

@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG, startAgent, type AgentConfig } from "./agent.js";
 import { logger } from "./logging/logger.js";
+import { parseWarmPoolTargets } from "./sandbox/warm-pool.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
@@ -25,6 +26,8 @@ const { values } = parseArgs({
     "reaper-interval-ms": { type: "string", default: String(DEFAULT_CONFIG.reaperIntervalMs) },
     "metrics-interval-ms": { type: "string", default: String(DEFAULT_CONFIG.metricsIntervalMs) },
     "memory-reserve-mb": { type: "string", default: String(DEFAULT_CONFIG.memoryReserveMb) },
+    // <template>=<count>[,…]: default-shape sandboxes kept booted, so matching creates skip the boot.
+    "warm-pool": { type: "string", multiple: true, default: process.env.WRENN_AGENT_WARM_POOL ? [process.env.WRENN_AGENT_WARM_POOL] : [] },
   },
 });
 
@@ -56,6 +59,7 @@ const config: AgentConfig = {
   reaperIntervalMs: Number(values["reaper-interval-ms"]),
   metricsIntervalMs: Number(values["metrics-interval-ms"]),
   memoryReserveMb: Number(values["memory-reserve-mb"]),
+  warmPool: parseWarmPoolTargets(values["warm-pool"]!),
 };
 
 process.on("unhandledRejection", (err) => logger.fatal({ err }, "unhandled rejection"));

@@ -31,6 +31,8 @@ export interface AgentOptions {
   dataDir?: string;
   host?: string;
   args?: string[];
+  /** The nftables table; default one per test process (two agents at once need two). */
+  table?: string;
 }
 
 export interface AgentUnderTest {
@@ -66,7 +68,7 @@ export async function startAgentProcess(options: AgentOptions): Promise<AgentUnd
   await ensureEnvdBuilt();
   const dataDir = options.dataDir ?? (await newDataDir());
   const token = "test-token-" + process.pid;
-  const table = `wrenn_at${process.pid}`;
+  const table = options.table ?? `wrenn_at${process.pid}`;
   const child = spawn(
     process.execPath,
     [
@@ -139,6 +141,17 @@ export async function removeDataDir(dataDir: string, table: string): Promise<voi
   const mounts = (await readFile("/proc/self/mounts", "utf8")).split("\n").filter((line) => line.includes(dataDir));
   if (mounts.length > 0) throw new Error(`still mounted under ${dataDir}:\n${mounts.join("\n")}`);
   await rm(dataDir, { recursive: true, force: true });
+}
+
+/** Waits until the agent's warm pool holds `ready` sandboxes of the template. */
+export async function waitForWarmPool(agent: AgentUnderTest, template: string, ready: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pool = (await agent.client.getHostInfo({})).warmPools.find((p) => p.template === template);
+    if (pool?.ready === ready) return;
+    if (Date.now() > deadline) throw new Error(`warm pool never had ${ready} ready: ${JSON.stringify(pool)}\n${agent.log().slice(-3000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** The Connect code a call fails with (or "ok"). */

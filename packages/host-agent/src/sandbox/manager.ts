@@ -23,6 +23,7 @@ import { ENVD_PORT, type RuntimeDriver, type RuntimeName } from "./runtime/drive
 import { createDisk, destroyDisk, diskOf, diskUsageBytes, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
 import { mountRootfs, removeUnlessMounted, unmountRootfs } from "./storage/rootfs.js";
 import type { TemplateStore } from "./storage/templates.js";
+import { WarmPool, type WarmPoolTarget } from "./warm-pool.js";
 
 const log = logger.child({ component: "sandboxes" });
 
@@ -60,6 +61,8 @@ export interface ManagerOptions {
   memoryReserveMb: number;
   /** What an idle sandbox costs the host (sentry, gofer, envd), counted when admitting a create. */
   sandboxBaseCostMb: number;
+  /** Default-shape sandboxes to keep booted per template; none when empty. */
+  warmPool?: readonly WarmPoolTarget[];
 }
 
 /** One live sandbox: its record and handles on its parts. */
@@ -71,6 +74,15 @@ export interface Sandbox {
   rootfsDir: string;
   envd: EnvdClient;
   driver: RuntimeDriver;
+  /** Set when create handed out a sandbox from the warm pool. */
+  fromWarmPool?: boolean;
+}
+
+interface SandboxPlan {
+  record: SandboxRecord;
+  driver: RuntimeDriver;
+  envVars: Record<string, string>;
+  writableMb: number;
 }
 
 export class SandboxManager {
@@ -79,8 +91,15 @@ export class SandboxManager {
   private readonly locks = new Map<string, Mutex>();
   private autoPaused: string[] = [];
   private exited: { sandboxId: string; reason: string }[] = [];
+  readonly warmPool: WarmPool;
 
-  constructor(private readonly options: ManagerOptions) {}
+  constructor(private readonly options: ManagerOptions) {
+    this.warmPool = new WarmPool(options.warmPool ?? [], {
+      build: (template) => this.buildWarm(template),
+      discard: (sandbox) => this.teardown(sandbox),
+      hasRoom: () => this.hasRoomForWarm(),
+    });
+  }
 
   get slots(): SlotAllocator {
     return this.options.pool;
@@ -150,15 +169,121 @@ export class SandboxManager {
     return this.withLock(sandboxId, async () => {
       if (this.sandboxes.has(sandboxId)) throw new SandboxExistsError(sandboxId);
       const plan = await this.plan(sandboxId, request);
+      const warm = this.matchesWarmPool(plan) ? this.warmPool.take(plan.record.template) : undefined;
+      if (warm) {
+        try {
+          return await this.claim(warm, plan);
+        } catch (err) {
+          log.warn({ sandboxId, runtimeId: warm.record.runtimeId, err }, "a warm sandbox could not be handed out; booting one");
+          await this.teardown(warm).catch((cause: unknown) => log.error({ err: cause }, "removing a failed warm sandbox failed"));
+        }
+      }
+      await this.ensureCapacity();
+      plan.record.runtimeId = this.freeRuntimeId(sandboxId);
       const phases: Record<string, number> = {};
-      const sandbox = await this.build(plan, request, phases);
+      const sandbox = await this.build(plan, phases);
       log.info({ sandboxId, template: plan.record.template, phases }, "sandbox created");
       return sandbox;
     });
   }
 
+  /** The pool holds default-shape sandboxes only: a create asking for anything else boots its own. */
+  private matchesWarmPool(plan: SandboxPlan): boolean {
+    const { record } = plan;
+    return (
+      this.warmPool.serves(record.template) &&
+      record.runtime === this.options.defaultRuntime &&
+      record.vcpus === DEFAULTS.vcpus &&
+      record.memoryMb === DEFAULTS.memoryMb &&
+      record.diskSizeMb === DEFAULTS.diskSizeMb
+    );
+  }
+
+  /** Makes a pooled sandbox the requested one: its id, metadata, TTL, egress rules, env and token. */
+  private async claim(warm: Sandbox, plan: SandboxPlan): Promise<Sandbox> {
+    const started = performance.now();
+    const { record } = warm;
+    const wanted = plan.record;
+    const now = Date.now();
+    Object.assign(record, {
+      id: wanted.id,
+      timeoutSec: wanted.timeoutSec,
+      metadata: wanted.metadata,
+      allowOut: wanted.allowOut,
+      denyOut: wanted.denyOut,
+      envdAccessToken: wanted.envdAccessToken,
+      createdAt: now,
+      lastActiveAt: now,
+    });
+    delete record.warm;
+    if (record.allowOut.length > 0 || record.denyOut.length > 0) {
+      // Replaces the default chain in one atomic batch; the sandbox has run nothing of anyone's yet.
+      await this.options.firewall.addSandbox(warm.network, parseEgressRules(record.allowOut, record.denyOut), new Cleanup());
+    }
+    if (Object.keys(plan.envVars).length > 0 || record.envdAccessToken) {
+      await warm.envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken || undefined, defaultUser: record.defaultUser });
+    }
+    await writeRecord(warm.dir, record);
+    warm.fromWarmPool = true;
+    this.register(warm);
+    log.info({ sandboxId: record.id, runtimeId: record.runtimeId, template: record.template, claimMs: Math.round(performance.now() - started) }, "sandbox created from the warm pool");
+    return warm;
+  }
+
+  /** Admits a create that boots: refuses when the host is short, after giving back warm sandboxes. */
+  private async ensureCapacity(): Promise<void> {
+    const { pool, memoryReserveMb, sandboxBaseCostMb } = this.options;
+    for (;;) {
+      const { availableMb } = await hostMemoryMb();
+      const memoryShort = availableMb - sandboxBaseCostMb < memoryReserveMb;
+      if (!memoryShort && pool.used < pool.total) return;
+      if (await this.warmPool.evictOne()) continue;
+      if (!memoryShort) return; // allocate() reports the exhausted pool
+      throw new HostCapacityError(
+        `not enough memory on this host: ${availableMb} MiB available, a sandbox needs ~${sandboxBaseCostMb} MiB and ${memoryReserveMb} MiB stay reserved`,
+      );
+    }
+  }
+
+  /** A pooled sandbox is kept only while a create would still fit beside it. */
+  private async hasRoomForWarm(): Promise<boolean> {
+    const { pool, memoryReserveMb, sandboxBaseCostMb } = this.options;
+    const { availableMb } = await hostMemoryMb();
+    return availableMb - 2 * sandboxBaseCostMb >= memoryReserveMb && pool.used + 1 < pool.total;
+  }
+
+  private async buildWarm(template: string): Promise<Sandbox> {
+    const runtimeId = this.freeRuntimeId(newSandboxId());
+    const plan = await this.plan(runtimeId, { template });
+    plan.record.warm = true;
+    const phases: Record<string, number> = {};
+    const sandbox = await this.build(plan, phases);
+    log.debug({ runtimeId, template, phases }, "warm sandbox built");
+    return sandbox;
+  }
+
+  /** The sandbox id itself, unless a sandbox's parts on this host already carry that name. */
+  private freeRuntimeId(sandboxId: string): string {
+    const taken = this.runtimeIds();
+    if (!taken.has(sandboxId)) return sandboxId;
+    let runtimeId: string;
+    do runtimeId = newSandboxId();
+    while (taken.has(runtimeId));
+    return runtimeId;
+  }
+
+  /** Starts keeping the warm pool full (after rediscovery and the orphan sweep). */
+  startWarmPool(): void {
+    this.warmPool.start();
+  }
+
+  /** Deletes a template, first giving back the warm sandboxes that hold it. */
+  async deleteTemplate(name: string): Promise<void> {
+    await this.warmPool.withTemplateReleased(name, () => this.options.templates.delete(name));
+  }
+
   /** Validates a create request against the host and decides every value; creates nothing. */
-  private async plan(sandboxId: string, request: CreateSandboxOptions): Promise<{ record: SandboxRecord; driver: RuntimeDriver; envVars: Record<string, string>; writableMb: number }> {
+  private async plan(sandboxId: string, request: CreateSandboxOptions): Promise<SandboxPlan> {
     const runtime = (request.runtime || this.options.defaultRuntime) as RuntimeName;
     const driver = this.options.drivers.get(runtime);
     if (!driver) {
@@ -171,7 +296,7 @@ export class SandboxManager {
       throw new InvalidRequestError(`vcpus must be a whole number from 1 to ${cpus} (this host's CPUs), got ${vcpus}`);
     }
     const memoryMb = request.memoryMb || DEFAULTS.memoryMb;
-    const { totalMb, availableMb } = await hostMemoryMb();
+    const { totalMb } = await hostMemoryMb();
     if (!Number.isInteger(memoryMb) || memoryMb < MIN_MEMORY_MB || memoryMb > totalMb) {
       throw new InvalidRequestError(`memory_mb must be a whole number from ${MIN_MEMORY_MB} to ${totalMb} (this host's memory), got ${memoryMb}`);
     }
@@ -181,14 +306,10 @@ export class SandboxManager {
     const allowOut = request.allowOut ?? [];
     const denyOut = request.denyOut ?? [];
     parseEgressRules(allowOut, denyOut); // throws InvalidEgressRuleError naming the bad entry
-    if (availableMb - this.options.sandboxBaseCostMb < this.options.memoryReserveMb) {
-      throw new HostCapacityError(
-        `not enough memory on this host: ${availableMb} MiB available, a sandbox needs ~${this.options.sandboxBaseCostMb} MiB and ${this.options.memoryReserveMb} MiB stay reserved`,
-      );
-    }
     const now = Date.now();
     const record: SandboxRecord = {
       id: sandboxId,
+      runtimeId: sandboxId,
       template: template.name,
       runtime,
       vcpus,
@@ -209,11 +330,7 @@ export class SandboxManager {
   }
 
   /** Builds the sandbox; `phases` gets how long each part took (ms), for the log and the benchmark. */
-  private async build(
-    plan: { record: SandboxRecord; driver: RuntimeDriver; envVars: Record<string, string>; writableMb: number },
-    request: CreateSandboxOptions,
-    phases: Record<string, number>,
-  ): Promise<Sandbox> {
+  private async build(plan: SandboxPlan, phases: Record<string, number>): Promise<Sandbox> {
     let mark = performance.now();
     const phase = (name: string) => {
       const now = performance.now();
@@ -222,15 +339,15 @@ export class SandboxManager {
     };
     const { record, driver } = plan;
     const { templates, pool, firewall } = this.options;
-    const dir = path.join(this.sandboxesDir, record.id);
+    const dir = path.join(this.sandboxesDir, record.runtimeId);
     const cleanup = new Cleanup();
     return cleanup.undoOnFailure(async () => {
       record.slot = pool.allocate(); // SlotsExhaustedError is a HostCapacityError: resource_exhausted
       cleanup.defer(`release slot ${record.slot}`, () => pool.release(record.slot));
       await mkdir(dir, { recursive: true, mode: 0o700 });
       cleanup.defer(`remove ${dir}`, () => removeUnlessMounted(dir));
-      templates.acquire(record.template, record.id);
-      cleanup.defer(`release template ${record.template}`, () => templates.release(record.template, record.id));
+      templates.acquire(record.template, record.runtimeId);
+      cleanup.defer(`release template ${record.template}`, () => templates.release(record.template, record.runtimeId));
       phase("slotAndDir");
       const disk = await createDisk(dir, plan.writableMb, cleanup);
       phase("disk");
@@ -239,13 +356,13 @@ export class SandboxManager {
       record.defaultUser = (await hasUser(rootfsDir, "user")) ? "user" : "root";
       await prepareEtc(rootfsDir, record.id, this.options.dnsServers);
       phase("rootfs");
-      const network = await createNetwork(record.id, record.slot, pool, cleanup);
+      const network = await createNetwork(record.runtimeId, record.slot, pool, cleanup);
       phase("network");
       await firewall.addSandbox(network, parseEgressRules(record.allowOut, record.denyOut), cleanup);
       phase("firewall");
       await driver.boot(
         {
-          sandboxId: record.id,
+          sandboxId: record.runtimeId,
           sandboxDir: dir,
           rootfs: { kind: driver.rootfsKind, path: rootfsDir },
           netnsPath: network.namespacePath,
@@ -261,13 +378,13 @@ export class SandboxManager {
       cleanup.defer("close envd client", () => envd.close());
       await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
       phase("envdReady");
-      if (Object.keys(plan.envVars).length > 0 || request.envdAccessToken) {
-        await envd.init({ envVars: plan.envVars, accessToken: request.envdAccessToken || undefined, defaultUser: record.defaultUser });
+      if (Object.keys(plan.envVars).length > 0 || record.envdAccessToken) {
+        await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken || undefined, defaultUser: record.defaultUser });
       }
       await writeRecord(dir, record);
       phase("initAndRecord");
       const sandbox: Sandbox = { record, dir, network, disk, rootfsDir, envd, driver };
-      this.register(sandbox);
+      if (!record.warm) this.register(sandbox);
       return sandbox;
     });
   }
@@ -275,7 +392,7 @@ export class SandboxManager {
   /** Makes a built or rediscovered sandbox known: listed, addressable, sampled. */
   private register(sandbox: Sandbox): void {
     this.sandboxes.set(sandbox.record.id, sandbox);
-    this.options.metrics.track(sandbox.record.id, { cgroupPath: sandbox.driver.cgroupPath(sandbox.record.id), diskBytes: () => diskUsageBytes(sandbox.disk) });
+    this.options.metrics.track(sandbox.record.id, { cgroupPath: sandbox.driver.cgroupPath(sandbox.record.runtimeId), diskBytes: () => diskUsageBytes(sandbox.disk) });
   }
 
   async destroy(sandboxId: string): Promise<void> {
@@ -291,21 +408,23 @@ export class SandboxManager {
     // First, alone: while the sandbox may still run, its disk, mounts and network stay, and so
     // does the sandbox in the list, so a failed destroy can be retried instead of leaking a
     // running sandbox whose parts were taken away.
-    await sandbox.driver.stop(record.id);
-    this.sandboxes.delete(record.id);
-    this.options.metrics.untrack(record.id);
+    await sandbox.driver.stop(record.runtimeId);
+    if (this.sandboxes.get(record.id) === sandbox) {
+      this.sandboxes.delete(record.id);
+      this.options.metrics.untrack(record.id);
+    }
     sandbox.envd.close();
     const cleanup = new Cleanup();
     // Registered in creation order; run() undoes newest first.
     cleanup.defer(`release slot ${record.slot}`, () => this.options.pool.release(record.slot));
     cleanup.defer(`remove ${dir}`, () => removeUnlessMounted(dir));
-    cleanup.defer(`release template ${record.template}`, () => this.options.templates.release(record.template, record.id));
+    cleanup.defer(`release template ${record.template}`, () => this.options.templates.release(record.template, record.runtimeId));
     cleanup.defer("destroy disk", () => destroyDisk(sandbox.disk));
     cleanup.defer("unmount rootfs", () => unmountRootfs(sandbox.rootfsDir));
     cleanup.defer("destroy network", () => destroyNetwork(sandbox.network));
     cleanup.defer("remove firewall rules", () => this.options.firewall.removeSandbox(sandbox.network));
     await cleanup.run();
-    log.info({ sandboxId: record.id }, "sandbox destroyed");
+    log.info({ sandboxId: record.id, runtimeId: record.runtimeId }, "sandbox destroyed");
   }
 
   async pause(sandboxId: string): Promise<void> {
@@ -314,7 +433,7 @@ export class SandboxManager {
 
   private async pauseLocked(sandbox: Sandbox): Promise<void> {
     if (sandbox.record.status === "paused") return;
-    await sandbox.driver.pause(sandbox.record.id);
+    await sandbox.driver.pause(sandbox.record.runtimeId);
     await this.setStatus(sandbox, "paused");
   }
 
@@ -322,7 +441,7 @@ export class SandboxManager {
     return this.withLock(sandboxId, async () => {
       const sandbox = this.get(sandboxId);
       if (timeoutSec !== undefined) sandbox.record.timeoutSec = checkTimeout(timeoutSec);
-      if (sandbox.record.status === "paused") await sandbox.driver.resume(sandboxId);
+      if (sandbox.record.status === "paused") await sandbox.driver.resume(sandbox.record.runtimeId);
       this.touch(sandbox);
       await this.setStatus(sandbox, "running");
       return sandbox;
@@ -358,7 +477,7 @@ export class SandboxManager {
       } finally {
         if (!keepRunning) await this.teardown(sandbox);
         else if (!wasPaused) {
-          await sandbox.driver.resume(sandboxId);
+          await sandbox.driver.resume(sandbox.record.runtimeId);
           await this.setStatus(sandbox, "running");
         }
       }
@@ -396,15 +515,23 @@ export class SandboxManager {
   /** Finds sandboxes whose runtime stopped by itself (OOM, crash), records why, and cleans them up. */
   async reapExited(): Promise<void> {
     const byDriver = new Map<RuntimeDriver, Set<string>>();
-    for (const sandbox of this.list()) {
+    const alive = async (sandbox: Sandbox) => {
       if (!byDriver.has(sandbox.driver)) {
-        const alive = (await sandbox.driver.list()).filter((s) => s.status !== "stopped").map((s) => s.id);
-        byDriver.set(sandbox.driver, new Set(alive));
+        const running = (await sandbox.driver.list()).filter((s) => s.status !== "stopped").map((s) => s.id);
+        byDriver.set(sandbox.driver, new Set(running));
       }
-      if (byDriver.get(sandbox.driver)!.has(sandbox.record.id)) continue;
+      return byDriver.get(sandbox.driver)!.has(sandbox.record.runtimeId);
+    };
+    for (const sandbox of this.warmPool.all()) {
+      if ((await alive(sandbox)) || !this.warmPool.remove(sandbox)) continue;
+      log.warn({ runtimeId: sandbox.record.runtimeId }, "a warm sandbox stopped by itself; replacing it");
+      await this.teardown(sandbox).catch((err: unknown) => log.error({ runtimeId: sandbox.record.runtimeId, err }, "cleaning up a dead warm sandbox failed"));
+    }
+    for (const sandbox of this.list()) {
+      if (await alive(sandbox)) continue;
       await this.withLock(sandbox.record.id, async () => {
-        if (!this.sandboxes.has(sandbox.record.id)) return;
-        const reason = (await sandbox.driver.exitReason(sandbox.record.id)) ?? "the sandbox stopped unexpectedly";
+        if (this.sandboxes.get(sandbox.record.id) !== sandbox) return;
+        const reason = (await sandbox.driver.exitReason(sandbox.record.runtimeId)) ?? "the sandbox stopped unexpectedly";
         log.warn({ sandboxId: sandbox.record.id, reason }, "sandbox exited");
         // Reported once it is gone, so whoever reads the report finds nothing of it left.
         try {
@@ -435,10 +562,11 @@ export class SandboxManager {
       const dir = path.join(this.sandboxesDir, id);
       const record = await readRecord(dir);
       const sandbox = record && this.handlesFor(record, dir);
-      if (sandbox && alive.get(record.id) === sandbox.driver) {
+      // A warm sandbox is not taken back: the pool boots fresh ones once the agent is up.
+      if (sandbox && !record.warm && alive.get(record.runtimeId) === sandbox.driver) {
         try {
           this.options.pool.reserve(record.slot);
-          this.options.templates.acquire(record.template, record.id);
+          this.options.templates.acquire(record.template, record.runtimeId);
         } catch (err) {
           log.error({ sandboxId: id, err }, "cannot take a surviving sandbox back; removing it");
           await this.teardown(sandbox).catch(() => undefined);
@@ -449,12 +577,13 @@ export class SandboxManager {
         // the re-resolution of its egress domains.
         await this.options.firewall.addSandbox(sandbox.network, parseEgressRules(record.allowOut, record.denyOut), new Cleanup());
         this.register(sandbox);
-        alive.delete(record.id);
+        alive.delete(record.runtimeId);
         restored.push(record.id);
         continue;
       }
       // Half there: tear down whatever exists of it.
       if (sandbox) {
+        alive.delete(record.runtimeId);
         await this.teardown(sandbox).catch((err: unknown) => log.error({ sandboxId: id, err }, "removing a leftover sandbox failed"));
       } else {
         await removeLeftoverDir(dir).catch((err: unknown) => log.error({ dir, err }, "removing a leftover sandbox directory failed"));
@@ -471,8 +600,8 @@ export class SandboxManager {
 
   private handlesFor(record: SandboxRecord, dir: string): Sandbox | undefined {
     const driver = this.options.drivers.get(record.runtime);
-    if (!driver || !isSandboxId(record.id) || path.basename(dir) !== record.id) return undefined;
-    const network = planNetwork(record.id, record.slot, this.options.pool);
+    if (!driver || !isSandboxId(record.id) || !isSandboxId(record.runtimeId) || path.basename(dir) !== record.runtimeId) return undefined;
+    const network = planNetwork(record.runtimeId, record.slot, this.options.pool);
     const envd = new EnvdClient({
       baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`,
       accessToken: record.envdAccessToken || undefined,
@@ -483,13 +612,14 @@ export class SandboxManager {
 
   /** Destroys every sandbox (Terminate, shutdown of a host being removed). */
   async destroyAll(): Promise<void> {
+    await this.warmPool.drain();
     const results = await Promise.allSettled(this.list().map((sandbox) => this.destroy(sandbox.record.id)));
     for (const result of results) if (result.status === "rejected") log.error({ err: result.reason }, "destroy during terminate failed");
   }
 
-  /** Sandbox ids known here, for orphan sweeps. */
-  knownIds(): Set<string> {
-    return new Set(this.sandboxes.keys());
+  /** The names the parts of every sandbox here carry (warm ones included), for orphan sweeps. */
+  runtimeIds(): Set<string> {
+    return new Set([...this.list(), ...this.warmPool.all()].map((sandbox) => sandbox.record.runtimeId));
   }
 }
 

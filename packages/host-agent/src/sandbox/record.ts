@@ -8,7 +8,16 @@ import type { RuntimeName } from "./runtime/driver.js";
 export type SandboxStatus = "running" | "paused";
 
 export interface SandboxRecord {
+  /** The id callers know it by. */
   id: string;
+  /**
+   * The name its parts carry on the host (directory, netns, veth, runsc container, cgroup,
+   * firewall chain). Equal to `id`, except for a sandbox taken from the warm pool: it was built
+   * before anyone named it.
+   */
+  runtimeId: string;
+  /** Booted ahead of demand and not handed out yet (the warm pool); never listed. */
+  warm?: boolean;
   template: string;
   runtime: RuntimeName;
   vcpus: number;
@@ -41,7 +50,9 @@ export async function writeRecord(sandboxDir: string, record: SandboxRecord): Pr
 /** The record in `sandboxDir`, or undefined when there is none or it cannot be read. */
 export async function readRecord(sandboxDir: string): Promise<SandboxRecord | undefined> {
   try {
-    return JSON.parse(await readFile(path.join(sandboxDir, RECORD_FILE), "utf8")) as SandboxRecord;
+    const record = JSON.parse(await readFile(path.join(sandboxDir, RECORD_FILE), "utf8")) as SandboxRecord;
+    record.runtimeId ??= record.id; // written before sandboxes had a separate runtime name
+    return record;
   } catch {
     return undefined;
   }

@@ -10,6 +10,7 @@ import {
   SandboxExitSchema,
   SandboxInfoSchema,
   TemplateInfoSchema,
+  WarmPoolInfoSchema,
   type MetricPoint,
   type WriteFileStreamRequest,
 } from "@wrenn/proto/hostagent";
@@ -65,6 +66,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
         hostIp: sandbox.network.sandboxAddress,
         runtime: sandbox.record.runtime,
         envdVersion: (await sandbox.envd.version().catch(() => undefined)) ?? "",
+        fromWarmPool: sandbox.fromWarmPool ?? false,
       };
     }),
 
@@ -173,7 +175,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
     }),
 
     deleteSnapshot: unary(async (req) => {
-      await templates.delete(requireText(req.name, "name"));
+      await manager.deleteTemplate(requireText(req.name, "name"));
       return {};
     }),
 
@@ -234,6 +236,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
         sandboxesPaused: all.filter((s) => s.record.status === "paused").length,
         slotsTotal: manager.slots.total,
         slotsUsed: manager.slots.used,
+        warmPools: manager.warmPool.status().map((pool) => create(WarmPoolInfoSchema, pool)),
       };
     }),
 
