@@ -1,0 +1,130 @@
+// Hosts running a host agent: registration with a one-time token, heartbeats, health.
+import { and, eq, inArray, isNull, lt, or, sql } from "drizzle-orm";
+import type { Db } from "./database.js";
+import { hosts, type Host, type HostStatus } from "./schema.js";
+import { hashSecret, newSecret } from "./tokens.js";
+
+export const REGISTRATION_TOKEN_PREFIX = "wrn_reg_";
+export const HOST_TOKEN_PREFIX = "wrn_host_";
+
+export interface HostCapacity {
+  cpu: number;
+  memoryMb: number;
+  diskMb: number;
+  slots: number;
+}
+
+export interface HostReport {
+  address: string;
+  runtimes: string[];
+  capacity: HostCapacity;
+}
+
+export class HostRepository {
+  constructor(private readonly db: Db) {}
+
+  /** A pending host and the one-time token its agent registers with. */
+  async create(): Promise<{ host: Host; registrationToken: string }> {
+    const registrationToken = newSecret(REGISTRATION_TOKEN_PREFIX);
+    const [host] = await this.db
+      .insert(hosts)
+      .values({ registrationTokenHash: hashSecret(registrationToken) })
+      .returning();
+    return { host: host!, registrationToken };
+  }
+
+  /**
+   * Trades a pending host's registration token for its long-lived token (returned once), and
+   * marks it ready. Undefined when the token is unknown or was already used.
+   */
+  async register(registrationToken: string, report: HostReport): Promise<{ host: Host; token: string } | undefined> {
+    const token = newSecret(HOST_TOKEN_PREFIX);
+    const [host] = await this.db
+      .update(hosts)
+      .set({
+        ...reportColumns(report),
+        tokenHash: hashSecret(token),
+        registrationTokenHash: null,
+        status: "ready",
+        lastHeartbeatAt: sql`now()`,
+      })
+      .where(and(eq(hosts.registrationTokenHash, hashSecret(registrationToken)), eq(hosts.status, "pending")))
+      .returning();
+    return host ? { host, token } : undefined;
+  }
+
+  async findByToken(token: string): Promise<Host | undefined> {
+    if (!token.startsWith(HOST_TOKEN_PREFIX)) return undefined;
+    const [host] = await this.db.select().from(hosts).where(eq(hosts.tokenHash, hashSecret(token)));
+    return host;
+  }
+
+  /** Records a heartbeat (and what the agent reports); an unhealthy host that beats again is ready. */
+  async heartbeat(id: string, report?: HostReport): Promise<Host | undefined> {
+    const [host] = await this.db
+      .update(hosts)
+      .set({
+        ...(report ? reportColumns(report) : {}),
+        lastHeartbeatAt: sql`now()`,
+        status: sql`CASE WHEN ${hosts.status} = 'unhealthy' THEN 'ready' ELSE ${hosts.status} END`,
+      })
+      .where(and(eq(hosts.id, id), inArray(hosts.status, ["ready", "unhealthy", "draining"])))
+      .returning();
+    return host;
+  }
+
+  /** Ready hosts silent since `staleBefore` become unhealthy; returns them. */
+  async markSilentUnhealthy(staleBefore: Date): Promise<Host[]> {
+    return this.db
+      .update(hosts)
+      .set({ status: "unhealthy" })
+      .where(
+        and(
+          eq(hosts.status, "ready"),
+          or(isNull(hosts.lastHeartbeatAt), lt(hosts.lastHeartbeatAt, staleBefore)),
+        ),
+      )
+      .returning();
+  }
+
+  /** Compare-and-set of the status, like SandboxRepository.transition. */
+  async transition(id: string, change: { from: readonly HostStatus[]; to: HostStatus }): Promise<Host | undefined> {
+    if (change.from.length === 0) return undefined;
+    const [host] = await this.db
+      .update(hosts)
+      .set({ status: change.to })
+      .where(and(eq(hosts.id, id), inArray(hosts.status, [...change.from])))
+      .returning();
+    return host;
+  }
+
+  async get(id: string): Promise<Host | undefined> {
+    const [host] = await this.db.select().from(hosts).where(eq(hosts.id, id));
+    return host;
+  }
+
+  async list(statuses?: readonly HostStatus[]): Promise<Host[]> {
+    return this.db
+      .select()
+      .from(hosts)
+      .where(statuses ? inArray(hosts.status, [...statuses]) : undefined)
+      .orderBy(hosts.createdAt, hosts.id);
+  }
+
+  /** Removes the host; its sandboxes and templates keep their rows with host_id cleared. */
+  async delete(id: string): Promise<boolean> {
+    const rows = await this.db.delete(hosts).where(eq(hosts.id, id)).returning({ id: hosts.id });
+    return rows.length > 0;
+  }
+}
+
+function reportColumns(report: HostReport) {
+  return {
+    address: report.address,
+    runtimes: report.runtimes,
+    cpu: report.capacity.cpu,
+    memoryMb: report.capacity.memoryMb,
+    diskMb: report.capacity.diskMb,
+    slots: report.capacity.slots,
+  };
+}

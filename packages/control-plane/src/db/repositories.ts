@@ -1,0 +1,37 @@
+// Every repository over one database handle (or one transaction: `createRepositories(tx)`).
+import { ApiKeyRepository } from "./api-keys.js";
+import { AuditRepository } from "./audit.js";
+import type { Db } from "./database.js";
+import { HostRepository } from "./hosts.js";
+import { MetricsRepository } from "./metrics.js";
+import { SandboxRepository } from "./sandboxes.js";
+import { TeamRepository } from "./teams.js";
+import { TemplateRepository } from "./templates.js";
+import { UsageRepository } from "./usage.js";
+import { UserRepository } from "./users.js";
+
+export interface Repositories {
+  apiKeys: ApiKeyRepository;
+  audit: AuditRepository;
+  hosts: HostRepository;
+  metrics: MetricsRepository;
+  sandboxes: SandboxRepository;
+  teams: TeamRepository;
+  templates: TemplateRepository;
+  usage: UsageRepository;
+  users: UserRepository;
+}
+
+export function createRepositories(db: Db): Repositories {
+  return {
+    apiKeys: new ApiKeyRepository(db),
+    audit: new AuditRepository(db),
+    hosts: new HostRepository(db),
+    metrics: new MetricsRepository(db),
+    sandboxes: new SandboxRepository(db),
+    teams: new TeamRepository(db),
+    templates: new TemplateRepository(db),
+    usage: new UsageRepository(db),
+    users: new UserRepository(db),
+  };
+}

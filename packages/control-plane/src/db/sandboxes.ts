@@ -1,0 +1,152 @@
+// Sandboxes: rows written by the API and the reconciler; every status change is a compare-and-set.
+import { and, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
+import type { Db } from "./database.js";
+import { sandboxes, type NewSandbox, type Sandbox, type SandboxStatus } from "./schema.js";
+
+/** Columns a transition may set besides the status (the id, team and creation time never change). */
+export type SandboxChanges = Partial<Omit<NewSandbox, "id" | "teamId" | "status" | "createdAt" | "statusChangedAt">>;
+
+export interface SandboxFilter {
+  teamId?: string;
+  hostId?: string;
+  statuses?: SandboxStatus[];
+  /** Every key/value given must be in the sandbox's metadata (jsonb @>). */
+  metadata?: Record<string, string>;
+}
+
+export interface SandboxPageRequest extends SandboxFilter {
+  /** `nextCursor` of the previous page. */
+  cursor?: string;
+  /** 1..1000, default 100. */
+  limit?: number;
+}
+
+export interface SandboxPage {
+  sandboxes: Sandbox[];
+  /** Present when more rows may follow. */
+  nextCursor?: string;
+}
+
+export class InvalidCursorError extends Error {
+  readonly code = "invalid_argument";
+  constructor(cursor: string) {
+    super(`invalid pagination cursor ${JSON.stringify(cursor)}`);
+    this.name = "InvalidCursorError";
+  }
+}
+
+const DEFAULT_LIMIT = 100;
+const MAX_LIMIT = 1000;
+
+export class SandboxRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(sandbox: Omit<NewSandbox, "statusChangedAt">): Promise<Sandbox> {
+    const [row] = await this.db.insert(sandboxes).values(sandbox).returning();
+    return row!;
+  }
+
+  async get(id: string): Promise<Sandbox | undefined> {
+    const [row] = await this.db.select().from(sandboxes).where(eq(sandboxes.id, id));
+    return row;
+  }
+
+  /** The sandbox only if it belongs to `teamId`: what the API shows a team. */
+  async getForTeam(teamId: string, id: string): Promise<Sandbox | undefined> {
+    const [row] = await this.db
+      .select()
+      .from(sandboxes)
+      .where(and(eq(sandboxes.id, id), eq(sandboxes.teamId, teamId)));
+    return row;
+  }
+
+  /**
+   * Moves the sandbox to `to` only if its status is still one of `from`, in one statement, so two
+   * writers (an API call and the reconciler) cannot both win. Returns the updated row, or
+   * undefined when the sandbox is gone or was in another status.
+   */
+  async transition(
+    id: string,
+    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges },
+  ): Promise<Sandbox | undefined> {
+    if (change.from.length === 0) return undefined;
+    const [row] = await this.db
+      .update(sandboxes)
+      .set({ ...change.set, status: change.to, statusChangedAt: sql`now()` })
+      .where(and(eq(sandboxes.id, id), inArray(sandboxes.status, [...change.from])))
+      .returning();
+    return row;
+  }
+
+  /** Changes columns other than the status (e.g. the timeout), whatever the status is. */
+  async update(id: string, set: SandboxChanges): Promise<Sandbox | undefined> {
+    const [row] = await this.db.update(sandboxes).set(set).where(eq(sandboxes.id, id)).returning();
+    return row;
+  }
+
+  /** Newest first, `limit` at a time. */
+  async list(request: SandboxPageRequest = {}): Promise<SandboxPage> {
+    const limit = Math.min(Math.max(request.limit ?? DEFAULT_LIMIT, 1), MAX_LIMIT);
+    const conditions = filterConditions(request);
+    if (request.cursor !== undefined) {
+      const { createdAt, id } = decodeCursor(request.cursor);
+      conditions.push(
+        or(lt(sandboxes.createdAt, createdAt), and(eq(sandboxes.createdAt, createdAt), lt(sandboxes.id, id)))!,
+      );
+    }
+    const rows = await this.db
+      .select()
+      .from(sandboxes)
+      .where(and(...conditions))
+      .orderBy(desc(sandboxes.createdAt), desc(sandboxes.id))
+      .limit(limit + 1);
+    if (rows.length <= limit) return { sandboxes: rows };
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1]!;
+    return { sandboxes: page, nextCursor: encodeCursor(last) };
+  }
+
+  /** Every sandbox matching the filter, unpaginated: for the reconciler's per-host sweep. */
+  async listAll(filter: SandboxFilter): Promise<Sandbox[]> {
+    return this.db
+      .select()
+      .from(sandboxes)
+      .where(and(...filterConditions(filter)))
+      .orderBy(sandboxes.createdAt, sandboxes.id);
+  }
+
+  async countByStatus(teamId: string, statuses: readonly SandboxStatus[]): Promise<number> {
+    const [row] = await this.db
+      .select({ count: sql<number>`count(*)::int` })
+      .from(sandboxes)
+      .where(and(eq(sandboxes.teamId, teamId), inArray(sandboxes.status, [...statuses])));
+    return row?.count ?? 0;
+  }
+}
+
+function filterConditions(filter: SandboxFilter): SQL[] {
+  const conditions: SQL[] = [];
+  if (filter.teamId !== undefined) conditions.push(eq(sandboxes.teamId, filter.teamId));
+  if (filter.hostId !== undefined) conditions.push(eq(sandboxes.hostId, filter.hostId));
+  if (filter.statuses !== undefined) {
+    conditions.push(filter.statuses.length > 0 ? inArray(sandboxes.status, filter.statuses) : sql`false`);
+  }
+  if (filter.metadata !== undefined && Object.keys(filter.metadata).length > 0) {
+    conditions.push(sql`${sandboxes.metadata} @> ${JSON.stringify(filter.metadata)}::jsonb`);
+  }
+  return conditions;
+}
+
+// Opaque to clients: base64url of "<created_at ms>:<id>" (ids contain no ':').
+function encodeCursor(sandbox: Sandbox): string {
+  return Buffer.from(`${sandbox.createdAt.getTime()}:${sandbox.id}`).toString("base64url");
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const decoded = Buffer.from(cursor, "base64url").toString("utf8");
+  const separator = decoded.indexOf(":");
+  const millis = Number(decoded.slice(0, separator));
+  const id = decoded.slice(separator + 1);
+  if (separator <= 0 || !Number.isSafeInteger(millis) || id === "") throw new InvalidCursorError(cursor);
+  return { createdAt: new Date(millis), id };
+}

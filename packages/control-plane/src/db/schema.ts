@@ -1,0 +1,232 @@
+// The control plane's tables. drizzle-kit reads this file to generate migrations/, so it imports
+// nothing from the project (the kit's loader does not map NodeNext `.js` imports to `.ts`).
+import { sql } from "drizzle-orm";
+import {
+  bigint,
+  bigserial,
+  boolean,
+  check,
+  date,
+  doublePrecision,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  unique,
+  uuid,
+} from "drizzle-orm/pg-core";
+
+/** Owner of the platform templates every team may use; seeded by a migration. */
+export const PLATFORM_TEAM_ID = "00000000-0000-0000-0000-000000000000";
+
+export const SANDBOX_STATUSES = ["starting", "running", "paused", "stopped", "error", "unknown"] as const;
+export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+
+export const HOST_STATUSES = ["pending", "ready", "unhealthy", "draining"] as const;
+export type HostStatus = (typeof HOST_STATUSES)[number];
+
+export const TEMPLATE_KINDS = ["platform", "snapshot", "build"] as const;
+export type TemplateKind = (typeof TEMPLATE_KINDS)[number];
+
+export const TEAM_ROLES = ["owner", "admin", "member"] as const;
+export type TeamRole = (typeof TEAM_ROLES)[number];
+
+export const ACTOR_TYPES = ["api_key", "user", "system"] as const;
+export type ActorType = (typeof ACTOR_TYPES)[number];
+
+export const METRIC_TIERS = ["10m", "2h", "24h"] as const;
+export type MetricTier = (typeof METRIC_TIERS)[number];
+
+// Millisecond precision, like a JS Date, so a timestamp read back compares equal to the stored one
+// (cursor pagination depends on it).
+const timestampMs = (name: string) => timestamp(name, { withTimezone: true, precision: 3, mode: "date" });
+const createdAt = () => timestampMs("created_at").notNull().defaultNow();
+
+const oneOf = (column: string, values: readonly string[]) =>
+  sql.raw(`${column} IN (${values.map((value) => `'${value}'`).join(", ")})`);
+
+export const teams = pgTable("teams", {
+  id: uuid("id").primaryKey().defaultRandom(),
+  name: text("name").notNull(),
+  slug: text("slug").notNull().unique(),
+  isAdmin: boolean("is_admin").notNull().default(false),
+  createdAt: createdAt(),
+});
+
+export const users = pgTable("users", {
+  id: uuid("id").primaryKey().defaultRandom(),
+  email: text("email").notNull().unique(),
+  passwordHash: text("password_hash").notNull(),
+  createdAt: createdAt(),
+});
+
+export const teamMembers = pgTable(
+  "team_members",
+  {
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    userId: uuid("user_id").notNull().references(() => users.id, { onDelete: "cascade" }),
+    role: text("role").$type<TeamRole>().notNull().default("member"),
+    createdAt: createdAt(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.teamId, table.userId] }),
+    index("team_members_user_id_idx").on(table.userId),
+    check("team_members_role_check", oneOf("role", TEAM_ROLES)),
+  ],
+);
+
+export const apiKeys = pgTable(
+  "api_keys",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    /** The secret's first characters, shown in lists so a user can tell keys apart. */
+    prefix: text("prefix").notNull(),
+    /** sha256 of the whole secret, hex; the secret itself is never stored. */
+    secretHash: text("secret_hash").notNull().unique(),
+    createdByUserId: uuid("created_by_user_id").references(() => users.id, { onDelete: "set null" }),
+    createdAt: createdAt(),
+    lastUsedAt: timestampMs("last_used_at"),
+    revokedAt: timestampMs("revoked_at"),
+  },
+  (table) => [index("api_keys_team_id_idx").on(table.teamId)],
+);
+
+export const hosts = pgTable(
+  "hosts",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    /** host:port of the agent's RPC endpoint; known once the agent registers. */
+    address: text("address"),
+    tokenHash: text("token_hash").unique(),
+    status: text("status").$type<HostStatus>().notNull().default("pending"),
+    registrationTokenHash: text("registration_token_hash").unique(),
+    /** Runtime drivers the agent offers, e.g. ["gvisor", "qemu"]. */
+    runtimes: jsonb("runtimes").$type<string[]>().notNull().default([]),
+    cpu: integer("cpu").notNull().default(0),
+    memoryMb: integer("memory_mb").notNull().default(0),
+    diskMb: integer("disk_mb").notNull().default(0),
+    slots: integer("slots").notNull().default(0),
+    lastHeartbeatAt: timestampMs("last_heartbeat_at"),
+    createdAt: createdAt(),
+  },
+  (table) => [check("hosts_status_check", oneOf("status", HOST_STATUSES))],
+);
+
+export const templates = pgTable(
+  "templates",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    name: text("name").notNull(),
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    kind: text("kind").$type<TemplateKind>().notNull(),
+    /** The host whose disk holds it (snapshots live where they were taken); null when on every host. */
+    hostId: uuid("host_id").references(() => hosts.id, { onDelete: "set null" }),
+    sizeBytes: bigint("size_bytes", { mode: "number" }).notNull().default(0),
+    metadata: jsonb("metadata").$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: createdAt(),
+  },
+  (table) => [
+    unique("templates_team_id_name_unique").on(table.teamId, table.name),
+    check("templates_kind_check", oneOf("kind", TEMPLATE_KINDS)),
+  ],
+);
+
+export const sandboxes = pgTable(
+  "sandboxes",
+  {
+    id: text("id").primaryKey(),
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    hostId: uuid("host_id").references(() => hosts.id, { onDelete: "set null" }),
+    template: text("template").notNull(),
+    status: text("status").$type<SandboxStatus>().notNull().default("starting"),
+    vcpus: integer("vcpus").notNull(),
+    memoryMb: integer("memory_mb").notNull(),
+    diskSizeMb: integer("disk_size_mb").notNull().default(5120),
+    timeoutSec: integer("timeout_sec").notNull(),
+    metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
+    /** Egress allow/deny lists (CIDRs or host names), as the host agent's network takes them. */
+    allowOut: jsonb("allow_out").$type<string[]>().notNull().default([]),
+    denyOut: jsonb("deny_out").$type<string[]>().notNull().default([]),
+    envdAccessToken: text("envd_access_token"),
+    createdAt: createdAt(),
+    startedAt: timestampMs("started_at"),
+    endedAt: timestampMs("ended_at"),
+    statusChangedAt: timestampMs("status_changed_at").notNull().defaultNow(),
+  },
+  (table) => [
+    index("sandboxes_team_id_created_at_id_idx").on(table.teamId, table.createdAt, table.id),
+    index("sandboxes_host_id_status_idx").on(table.hostId, table.status),
+    index("sandboxes_metadata_idx").using("gin", table.metadata.op("jsonb_path_ops")),
+    check("sandboxes_status_check", oneOf("status", SANDBOX_STATUSES)),
+  ],
+);
+
+export const sandboxMetrics = pgTable(
+  "sandbox_metrics",
+  {
+    sandboxId: text("sandbox_id").notNull().references(() => sandboxes.id, { onDelete: "cascade" }),
+    tier: text("tier").$type<MetricTier>().notNull(),
+    ts: timestampMs("ts").notNull(),
+    cpuPercent: doublePrecision("cpu_percent").notNull(),
+    memoryBytes: bigint("memory_bytes", { mode: "number" }).notNull(),
+    diskBytes: bigint("disk_bytes", { mode: "number" }).notNull(),
+  },
+  (table) => [
+    // Also the index for reading one sandbox's tier in time order; makes re-flushing a point a no-op.
+    primaryKey({ columns: [table.sandboxId, table.tier, table.ts] }),
+    index("sandbox_metrics_ts_idx").on(table.ts),
+    check("sandbox_metrics_tier_check", oneOf("tier", METRIC_TIERS)),
+  ],
+);
+
+// No foreign key to teams: the record of what happened outlives the team it happened to.
+export const auditLog = pgTable(
+  "audit_log",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    teamId: uuid("team_id"),
+    actorType: text("actor_type").$type<ActorType>().notNull(),
+    actorId: text("actor_id"),
+    action: text("action").notNull(),
+    resourceType: text("resource_type").notNull(),
+    resourceId: text("resource_id"),
+    sourceIp: text("source_ip"),
+    details: jsonb("details").$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: createdAt(),
+  },
+  (table) => [
+    index("audit_log_team_id_created_at_idx").on(table.teamId, table.createdAt),
+    check("audit_log_actor_type_check", oneOf("actor_type", ACTOR_TYPES)),
+  ],
+);
+
+export const usageDaily = pgTable(
+  "usage_daily",
+  {
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    /** UTC day, 'YYYY-MM-DD'. */
+    day: date("day", { mode: "string" }).notNull(),
+    sandboxSeconds: doublePrecision("sandbox_seconds").notNull().default(0),
+    vcpuSeconds: doublePrecision("vcpu_seconds").notNull().default(0),
+    memoryGibSeconds: doublePrecision("memory_gib_seconds").notNull().default(0),
+    diskGibSeconds: doublePrecision("disk_gib_seconds").notNull().default(0),
+  },
+  (table) => [primaryKey({ columns: [table.teamId, table.day] })],
+);
+
+export type Team = typeof teams.$inferSelect;
+export type User = typeof users.$inferSelect;
+export type TeamMember = typeof teamMembers.$inferSelect;
+export type ApiKey = typeof apiKeys.$inferSelect;
+export type Host = typeof hosts.$inferSelect;
+export type Template = typeof templates.$inferSelect;
+export type Sandbox = typeof sandboxes.$inferSelect;
+export type NewSandbox = typeof sandboxes.$inferInsert;
+export type SandboxMetric = typeof sandboxMetrics.$inferSelect;
+export type AuditEntry = typeof auditLog.$inferSelect;
+export type UsageDay = typeof usageDaily.$inferSelect;
