@@ -10,6 +10,11 @@ import type { Sandbox } from "./manager.js";
 const log = logger.child({ component: "warm-pool" });
 /** After a failed build, the next try waits this long, so a broken template does not spin. */
 const RETRY_AFTER_FAILURE_MS = 30_000;
+/**
+ * A refill waits this long after a sandbox is handed out: a boot takes both CPUs' worth of work
+ * for a moment, and the caller's first commands in the sandbox just taken come first.
+ */
+const REFILL_AFTER_TAKE_MS = 1_000;
 
 export interface WarmPoolTarget {
   template: string;
@@ -47,6 +52,7 @@ export class WarmPool {
   /** Templates whose refill is held (a delete of the template is in progress). */
   private readonly held = new Set<string>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  private refillTimer: NodeJS.Timeout | undefined;
   private running = false;
 
   constructor(
@@ -67,6 +73,8 @@ export class WarmPool {
     this.running = false;
     for (const timer of this.retryTimers.values()) clearTimeout(timer);
     this.retryTimers.clear();
+    clearTimeout(this.refillTimer);
+    this.refillTimer = undefined;
   }
 
   /** Whether a create for this template can be served from the pool at all. */
@@ -74,10 +82,17 @@ export class WarmPool {
     return this.targets.has(template);
   }
 
-  /** Hands out a ready sandbox of the template, or undefined; starts a refill. */
+  /** Hands out a ready sandbox of the template, or undefined; a refill follows shortly. */
   take(template: string): Sandbox | undefined {
     const sandbox = this.ready.get(template)?.shift();
-    this.refill();
+    if (this.running) {
+      clearTimeout(this.refillTimer);
+      this.refillTimer = setTimeout(() => {
+        this.refillTimer = undefined;
+        this.refill();
+      }, REFILL_AFTER_TAKE_MS);
+      this.refillTimer.unref();
+    }
     return sandbox;
   }
 
@@ -140,7 +155,7 @@ export class WarmPool {
 
   /** Starts building for every template below its target (also run by the reaper, as room frees up). */
   refill(): void {
-    if (!this.running) return;
+    if (!this.running || this.refillTimer) return; // a take just happened: its timer refills
     for (const template of this.targets.keys()) {
       if (this.filling.has(template) || this.held.has(template) || this.retryTimers.has(template)) continue;
       if (this.readyCount(template) >= this.targets.get(template)!) continue;
