@@ -287,11 +287,14 @@ describe("the host agent", { skip: skipAgent }, () => {
   test("an idle sandbox is auto-paused after its timeout, and a ping keeps one running", async (t) => {
     destroyAfter(t, () => agent, "ttl1", "ttl2");
     await Promise.all([
-      agent.client.createSandbox({ sandboxId: "ttl1", template: TEST_TEMPLATE, timeoutSec: 2 }),
-      agent.client.createSandbox({ sandboxId: "ttl2", template: TEST_TEMPLATE, timeoutSec: 2 }),
+      agent.client.createSandbox({ sandboxId: "ttl1", template: TEST_TEMPLATE }),
+      agent.client.createSandbox({ sandboxId: "ttl2", template: TEST_TEMPLATE }),
     ]);
+    // Timeouts start together only now: under load one create can finish seconds before the other.
+    await agent.client.setSandboxTimeout({ sandboxId: "ttl2", timeoutSec: 3 });
+    await agent.client.setSandboxTimeout({ sandboxId: "ttl1", timeoutSec: 3 });
     await agent.client.listSandboxes({}); // drain
-    const until = Date.now() + 3500;
+    const until = Date.now() + 5000;
     while (Date.now() < until) {
       await agent.client.pingSandbox({ sandboxId: "ttl2" });
       await sleep(500);
