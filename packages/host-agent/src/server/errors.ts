@@ -6,7 +6,7 @@ import { EnvdError } from "../sandbox/envd/client.js";
 import { HostCapacityError, InvalidRequestError, SandboxExistsError, SandboxNotFoundError, SandboxStateError } from "../sandbox/errors.js";
 import { InvalidMetricsRangeError } from "../sandbox/metrics/tiers.js";
 import { InvalidDiskSizeError } from "../sandbox/storage/disk.js";
-import { InvalidTemplateNameError, TemplateExistsError, TemplateInUseError, TemplateNotFoundError } from "../sandbox/storage/templates.js";
+import { InvalidTemplateNameError, TemplateExistsError, TemplateInUseError, TemplateNotFoundError, TooManyLayersError } from "../sandbox/storage/templates.js";
 
 const log = logger.child({ component: "rpc" });
 
@@ -26,6 +26,8 @@ const CODES: [ErrorClass, Code][] = [
   [HostCapacityError, Code.ResourceExhausted],
   [SandboxStateError, Code.FailedPrecondition],
   [TemplateInUseError, Code.FailedPrecondition],
+  // A snapshot of a snapshot of …: flatten the sandbox instead (FlattenRootfs).
+  [TooManyLayersError, Code.FailedPrecondition],
 ];
 
 /** The Connect error a caller sees for `err`. */
