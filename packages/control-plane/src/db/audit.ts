@@ -22,10 +22,13 @@ export class AuditRepository {
     return row!;
   }
 
-  /** The team's entries newest first; pass the last entry seen as `before` for the next page. */
+  /**
+   * The team's entries newest first, optionally only one action or resource type; pass the last
+   * entry seen as `before` for the next page.
+   */
   async list(
     teamId: string,
-    page: { limit?: number; before?: Pick<AuditEntry, "createdAt" | "id"> } = {},
+    page: { limit?: number; before?: Pick<AuditEntry, "createdAt" | "id">; action?: string; resourceType?: string } = {},
   ): Promise<AuditEntry[]> {
     const limit = Math.min(Math.max(page.limit ?? 100, 1), 1000);
     const before = page.before;
@@ -35,6 +38,8 @@ export class AuditRepository {
       .where(
         and(
           eq(auditLog.teamId, teamId),
+          page.action === undefined ? undefined : eq(auditLog.action, page.action),
+          page.resourceType === undefined ? undefined : eq(auditLog.resourceType, page.resourceType),
           before
             ? or(lt(auditLog.createdAt, before.createdAt), and(eq(auditLog.createdAt, before.createdAt), lt(auditLog.id, before.id)))
             : undefined,

@@ -33,16 +33,32 @@ export class HostRepository {
     return { host: host!, registrationToken };
   }
 
+  /** The pending host a registration token was issued for, if it is still unused. */
+  async findByRegistrationToken(registrationToken: string): Promise<Host | undefined> {
+    if (!registrationToken.startsWith(REGISTRATION_TOKEN_PREFIX)) return undefined;
+    const [host] = await this.db
+      .select()
+      .from(hosts)
+      .where(and(eq(hosts.registrationTokenHash, hashSecret(registrationToken)), eq(hosts.status, "pending")));
+    return host;
+  }
+
   /**
    * Trades a pending host's registration token for its long-lived token (returned once), and
-   * marks it ready. Undefined when the token is unknown or was already used.
+   * marks it ready. Undefined when the token is unknown or was already used. `agentTokenEncrypted`
+   * is the token the control plane will call the agent with, already sealed.
    */
-  async register(registrationToken: string, report: HostReport): Promise<{ host: Host; token: string } | undefined> {
+  async register(
+    registrationToken: string,
+    report: HostReport,
+    agentTokenEncrypted?: string,
+  ): Promise<{ host: Host; token: string } | undefined> {
     const token = newSecret(HOST_TOKEN_PREFIX);
     const [host] = await this.db
       .update(hosts)
       .set({
         ...reportColumns(report),
+        ...(agentTokenEncrypted === undefined ? {} : { agentTokenEncrypted }),
         tokenHash: hashSecret(token),
         registrationTokenHash: null,
         status: "ready",
@@ -51,6 +67,39 @@ export class HostRepository {
       .where(and(eq(hosts.registrationTokenHash, hashSecret(registrationToken)), eq(hosts.status, "pending")))
       .returning();
     return host ? { host, token } : undefined;
+  }
+
+  /**
+   * A host that needs no registration token (its agent runs beside the control plane): created
+   * ready with `id` (the id its agent token is sealed to). Fails with a unique violation when a
+   * host already has that address.
+   */
+  async createRegistered(id: string, report: HostReport, agentTokenEncrypted: string): Promise<Host> {
+    const [host] = await this.db
+      .insert(hosts)
+      .values({ id, ...reportColumns(report), agentTokenEncrypted, status: "ready", lastHeartbeatAt: sql`now()` })
+      .returning();
+    return host!;
+  }
+
+  /** Refreshes what an agent reports and the token to call it with; a pending or unhealthy host becomes ready. */
+  async updateAgent(id: string, report: HostReport, agentTokenEncrypted: string): Promise<Host | undefined> {
+    const [host] = await this.db
+      .update(hosts)
+      .set({
+        ...reportColumns(report),
+        agentTokenEncrypted,
+        lastHeartbeatAt: sql`now()`,
+        status: sql`CASE WHEN ${hosts.status} = 'draining' THEN 'draining' ELSE 'ready' END`,
+      })
+      .where(eq(hosts.id, id))
+      .returning();
+    return host;
+  }
+
+  async findByAddress(address: string): Promise<Host | undefined> {
+    const [host] = await this.db.select().from(hosts).where(eq(hosts.address, address));
+    return host;
   }
 
   async findByToken(token: string): Promise<Host | undefined> {

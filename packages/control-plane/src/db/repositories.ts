@@ -2,6 +2,7 @@
 import { ApiKeyRepository } from "./api-keys.js";
 import { AuditRepository } from "./audit.js";
 import type { Db } from "./database.js";
+import { HostTemplateRepository } from "./host-templates.js";
 import { HostRepository } from "./hosts.js";
 import { MetricsRepository } from "./metrics.js";
 import { SandboxRepository } from "./sandboxes.js";
@@ -14,6 +15,7 @@ export interface Repositories {
   apiKeys: ApiKeyRepository;
   audit: AuditRepository;
   hosts: HostRepository;
+  hostTemplates: HostTemplateRepository;
   metrics: MetricsRepository;
   sandboxes: SandboxRepository;
   teams: TeamRepository;
@@ -27,6 +29,7 @@ export function createRepositories(db: Db): Repositories {
     apiKeys: new ApiKeyRepository(db),
     audit: new AuditRepository(db),
     hosts: new HostRepository(db),
+    hostTemplates: new HostTemplateRepository(db),
     metrics: new MetricsRepository(db),
     sandboxes: new SandboxRepository(db),
     teams: new TeamRepository(db),

@@ -1,5 +1,5 @@
 // Sandboxes: rows written by the API and the reconciler; every status change is a compare-and-set.
-import { and, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import type { Db } from "./database.js";
 import { sandboxes, type NewSandbox, type Sandbox, type SandboxStatus } from "./schema.js";
 
@@ -25,6 +25,14 @@ export interface SandboxPage {
   sandboxes: Sandbox[];
   /** Present when more rows may follow. */
   nextCursor?: string;
+}
+
+/** What one host holds, for placement: sandboxes counted and the memory they were given. */
+export interface HostLoad {
+  hostId: string;
+  sandboxes: number;
+  memoryMb: number;
+  vcpus: number;
 }
 
 export class InvalidCursorError extends Error {
@@ -60,22 +68,66 @@ export class SandboxRepository {
     return row;
   }
 
+  /** The row, locked until the surrounding transaction ends: for a change that reads before it writes. */
+  async getForUpdate(id: string): Promise<Sandbox | undefined> {
+    const [row] = await this.db.select().from(sandboxes).where(eq(sandboxes.id, id)).for("update");
+    return row;
+  }
+
   /**
    * Moves the sandbox to `to` only if its status is still one of `from`, in one statement, so two
    * writers (an API call and the reconciler) cannot both win. Returns the updated row, or
-   * undefined when the sandbox is gone or was in another status.
+   * undefined when the sandbox is gone or was in another status. With `unchangedSince`, it also
+   * fails when the status changed after that time (a writer acting on an older observation).
    */
   async transition(
     id: string,
-    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges },
+    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges; unchangedSince?: Date },
   ): Promise<Sandbox | undefined> {
     if (change.from.length === 0) return undefined;
     const [row] = await this.db
       .update(sandboxes)
       .set({ ...change.set, status: change.to, statusChangedAt: sql`now()` })
-      .where(and(eq(sandboxes.id, id), inArray(sandboxes.status, [...change.from])))
+      .where(
+        and(
+          eq(sandboxes.id, id),
+          inArray(sandboxes.status, [...change.from]),
+          change.unchangedSince ? lte(sandboxes.statusChangedAt, change.unchangedSince) : undefined,
+        ),
+      )
       .returning();
     return row;
+  }
+
+  /** The rows of these ids (any team): for matching what a host reports. */
+  async listByIds(ids: readonly string[]): Promise<Sandbox[]> {
+    if (ids.length === 0) return [];
+    return this.db.select().from(sandboxes).where(inArray(sandboxes.id, [...ids]));
+  }
+
+  /** Per host, the sandboxes in `statuses` and what they were given. Hosts holding none are absent. */
+  async loadByHost(statuses: readonly SandboxStatus[]): Promise<HostLoad[]> {
+    if (statuses.length === 0) return [];
+    const rows = await this.db
+      .select({
+        hostId: sandboxes.hostId,
+        sandboxes: sql<number>`count(*)::int`,
+        memoryMb: sql<number>`coalesce(sum(${sandboxes.memoryMb}), 0)::int`,
+        vcpus: sql<number>`coalesce(sum(${sandboxes.vcpus}), 0)::int`,
+      })
+      .from(sandboxes)
+      .where(and(inArray(sandboxes.status, [...statuses]), sql`${sandboxes.hostId} IS NOT NULL`))
+      .groupBy(sandboxes.hostId);
+    return rows.map((row) => ({ ...row, hostId: row.hostId! }));
+  }
+
+  /**
+   * The database server's clock, now (not the transaction's start): the reference the reconciler
+   * compares status_changed_at with, so the control plane's own clock never enters the comparison.
+   */
+  async clock(): Promise<Date> {
+    const [row] = await this.db.select({ now: sql<Date | string>`clock_timestamp()` }).from(sql`(SELECT 1) AS one`);
+    return new Date(row!.now);
   }
 
   /** Changes columns other than the status (e.g. the timeout), whatever the status is. */

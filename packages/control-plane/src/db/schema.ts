@@ -111,10 +111,36 @@ export const hosts = pgTable(
     memoryMb: integer("memory_mb").notNull().default(0),
     diskMb: integer("disk_mb").notNull().default(0),
     slots: integer("slots").notNull().default(0),
+    /**
+     * The token the control plane calls the agent with, AES-256-GCM under the control plane's
+     * secret key (hosts/secrets.ts): it must be recoverable, unlike the hashes above.
+     */
+    agentTokenEncrypted: text("agent_token_encrypted"),
     lastHeartbeatAt: timestampMs("last_heartbeat_at"),
     createdAt: createdAt(),
   },
-  (table) => [check("hosts_status_check", oneOf("status", HOST_STATUSES))],
+  (table) => [
+    check("hosts_status_check", oneOf("status", HOST_STATUSES)),
+    // One row per agent endpoint: adding the same local agent twice finds the first row.
+    unique("hosts_address_unique").on(table.address),
+  ],
+);
+
+/** What a host's disk holds, as its agent's ListTemplates said at the last heartbeat (placement reads it). */
+export const hostTemplates = pgTable(
+  "host_templates",
+  {
+    hostId: uuid("host_id").notNull().references(() => hosts.id, { onDelete: "cascade" }),
+    /** The template's name on the host (templates.host_template_name, or the name of a platform template). */
+    name: text("name").notNull(),
+    /** The owner the agent recorded; no foreign key: a host may hold templates of a deleted team. */
+    teamId: uuid("team_id").notNull(),
+    /** The agent's kind: "base", "snapshot" or "image". */
+    kind: text("kind").notNull(),
+    sizeBytes: bigint("size_bytes", { mode: "number" }).notNull().default(0),
+    syncedAt: timestampMs("synced_at").notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ columns: [table.hostId, table.name] }), index("host_templates_name_idx").on(table.name)],
 );
 
 export const templates = pgTable(
@@ -126,6 +152,11 @@ export const templates = pgTable(
     kind: text("kind").$type<TemplateKind>().notNull(),
     /** The host whose disk holds it (snapshots live where they were taken); null when on every host. */
     hostId: uuid("host_id").references(() => hosts.id, { onDelete: "set null" }),
+    /**
+     * Its name on the hosts' disks, where every team's templates share one namespace; null: the
+     * same as `name` (platform templates).
+     */
+    hostTemplateName: text("host_template_name"),
     sizeBytes: bigint("size_bytes", { mode: "number" }).notNull().default(0),
     metadata: jsonb("metadata").$type<Record<string, unknown>>().notNull().default({}),
     createdAt: createdAt(),
@@ -153,8 +184,17 @@ export const sandboxes = pgTable(
     allowOut: jsonb("allow_out").$type<string[]>().notNull().default([]),
     denyOut: jsonb("deny_out").$type<string[]>().notNull().default([]),
     envdAccessToken: text("envd_access_token"),
+    /** envd's version inside the sandbox, as the agent reported it at create. */
+    envdVersion: text("envd_version"),
+    /** The sandbox's address on its host (inside the host's address pool). */
+    hostIp: text("host_ip"),
     createdAt: createdAt(),
     startedAt: timestampMs("started_at"),
+    /**
+     * Start of the current run segment (usage is accounted per segment when it ends); null when
+     * not running. Kept while `unknown`, so a sandbox whose host comes back keeps its segment.
+     */
+    runningSince: timestampMs("running_since"),
     endedAt: timestampMs("ended_at"),
     statusChangedAt: timestampMs("status_changed_at").notNull().defaultNow(),
   },
@@ -225,6 +265,7 @@ export type TeamMember = typeof teamMembers.$inferSelect;
 export type ApiKey = typeof apiKeys.$inferSelect;
 export type Host = typeof hosts.$inferSelect;
 export type Template = typeof templates.$inferSelect;
+export type HostTemplate = typeof hostTemplates.$inferSelect;
 export type Sandbox = typeof sandboxes.$inferSelect;
 export type NewSandbox = typeof sandboxes.$inferInsert;
 export type SandboxMetric = typeof sandboxMetrics.$inferSelect;

@@ -30,6 +30,11 @@ export class TeamRepository {
     return row;
   }
 
+  /** Every team, oldest first (admin listings). */
+  async list(): Promise<Team[]> {
+    return this.db.select().from(teams).orderBy(teams.createdAt, teams.id);
+  }
+
   /** The team that owns platform templates. */
   async getPlatformTeam(): Promise<Team> {
     const team = await this.get(PLATFORM_TEAM_ID);

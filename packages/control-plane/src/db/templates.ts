@@ -4,10 +4,13 @@ import type { Db } from "./database.js";
 import { PLATFORM_TEAM_ID, templates, type Template, type TemplateKind } from "./schema.js";
 
 export interface NewTemplate {
+  /** Chosen by the caller when the name on hosts' disks is derived from it. */
+  id?: string;
   teamId: string;
   name: string;
   kind: TemplateKind;
   hostId?: string | null;
+  hostTemplateName?: string | null;
   sizeBytes?: number;
   metadata?: Record<string, unknown>;
 }
@@ -48,6 +51,27 @@ export class TemplateRepository {
       .from(templates)
       .where(inArray(templates.teamId, [teamId, PLATFORM_TEAM_ID]))
       .orderBy(asc(templates.name), sql`${templates.teamId} = ${PLATFORM_TEAM_ID}`);
+  }
+
+  async getById(id: string): Promise<Template | undefined> {
+    const [row] = await this.db.select().from(templates).where(eq(templates.id, id));
+    return row;
+  }
+
+  /** Adds a platform template a host reported, unless the catalogue has it; returns whether it was added. */
+  async ensurePlatform(name: string, sizeBytes: number): Promise<boolean> {
+    const rows = await this.db
+      .insert(templates)
+      .values({ teamId: PLATFORM_TEAM_ID, name, kind: "platform", sizeBytes })
+      .onConflictDoNothing({ target: [templates.teamId, templates.name] })
+      .returning({ id: templates.id });
+    return rows.length > 0;
+  }
+
+  /** Records the host whose disk holds the template. */
+  async setHost(id: string, hostId: string | null): Promise<Template | undefined> {
+    const [row] = await this.db.update(templates).set({ hostId }).where(eq(templates.id, id)).returning();
+    return row;
   }
 
   async setSize(id: string, sizeBytes: number): Promise<Template | undefined> {

@@ -1,0 +1,13 @@
+// Every route module of the API, in one list: add a module here and it is served, authenticated,
+// audited and documented in /openapi.json.
+import type { RouteModules } from "../deps.js";
+import { apiKeyRoutes } from "./api-keys.js";
+import { auditRoutes } from "./audit.js";
+import { healthRoutes } from "./health.js";
+import { teamRoutes } from "./teams.js";
+import { usageRoutes } from "./usage.js";
+
+export const routeModules: RouteModules = {
+  v1: [teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes],
+  root: [healthRoutes],
+};

@@ -1,0 +1,52 @@
+// The HTTP API: Fastify with zod schemas (validation, types, OpenAPI) and the route modules of routes/index.ts.
+import { readFileSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import rateLimit from "@fastify/rate-limit";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type RawServerDefault } from "fastify";
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
+import { recordAudit } from "./audit-recorder.js";
+import { authenticate, type RequestAuth } from "./auth.js";
+import type { ApiDeps, RateLimiters, RouteModules } from "./deps.js";
+import { errorHandler, notFoundHandler } from "./error-responses.js";
+import { registerOpenApi } from "./openapi.js";
+import { perKeyRateLimit } from "./rate-limit.js";
+import { RequestLog } from "./request-log.js";
+import { routeModules } from "./routes/index.js";
+
+export type Api = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
+
+const packageVersion = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
+
+/** A configured API, not yet listening: call `listen()` (or `inject()` in tests), and `close()`. */
+export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModules): Promise<Api> {
+  const app: Api = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: deps.config.bodyLimitBytes,
+    trustProxy: deps.config.trustProxy,
+    logController: new RequestLog(),
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(notFoundHandler);
+  // Null until the onRequest hook of authenticated routes sets it (public routes never read it).
+  app.decorateRequest("auth", null as unknown as RequestAuth);
+  app.decorateRequest("auditResource", null);
+  app.addHook("onSend", recordAudit(deps.repos, deps.logger));
+
+  await registerOpenApi(app, { version: packageVersion, publicUrl: deps.config.publicUrl });
+  await app.register(rateLimit, { global: false, hook: "preHandler" });
+  const rateLimiters: RateLimiters = {
+    sandboxCreate: perKeyRateLimit(app, deps.config.sandboxCreateRateLimit, "sandbox creates"),
+  };
+
+  await app.register(async (authenticated) => {
+    authenticated.addHook("onRequest", authenticate(deps.repos));
+    for (const module of modules.v1) await authenticated.register(module, { prefix: "/v1", deps, rateLimiters });
+    for (const module of modules.root) await authenticated.register(module, { deps, rateLimiters });
+  });
+  return app;
+}

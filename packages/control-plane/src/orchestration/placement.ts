@@ -1,0 +1,119 @@
+// Placement: which host a new sandbox goes to. A candidate is ready (not draining or unhealthy),
+// holds the template on its disk, and has a CPU count, uncommitted memory and a free address slot
+// for the request; among them the one with the fewest sandboxes wins, then the most free memory.
+// `place` runs a create on the best host and, when that host fails for host reasons (unavailable,
+// out of capacity), on the next one.
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import { createRepositories, type Repositories } from "../db/repositories.js";
+import type { Host, SandboxStatus } from "../db/schema.js";
+import { WrennError } from "../errors.js";
+import { isHostFailure } from "../hosts/agent-client.js";
+
+/** Sandboxes in these statuses hold a host's memory and a slot. */
+const HOLDING_STATUSES: readonly SandboxStatus[] = ["starting", "running", "paused", "unknown"];
+export const DEFAULT_MAX_ATTEMPTS = 3;
+
+export interface PlacementRequest {
+  /** The template's name as the caller knows it (for messages). */
+  template: string;
+  /** The template's name on hosts' disks. */
+  hostTemplateName: string;
+  /** Only this host (a snapshot lives on the host it was taken on). */
+  hostId?: string | null;
+  vcpus: number;
+  memoryMb: number;
+  diskSizeMb: number;
+}
+
+export interface PlacementOptions {
+  db: Db;
+  logger: Logger;
+  /** Memory promised to sandboxes may exceed a host's memory by this factor (they rarely use all of it). Default 2. */
+  memoryOvercommit?: number;
+  maxAttempts?: number;
+}
+
+export interface RankedHost {
+  host: Host;
+  sandboxes: number;
+  freeMemoryMb: number;
+}
+
+export class Placement {
+  private readonly repos: Repositories;
+  private readonly log: Logger;
+  private readonly memoryOvercommit: number;
+  private readonly maxAttempts: number;
+
+  constructor(options: PlacementOptions) {
+    this.repos = createRepositories(options.db);
+    this.log = options.logger.child({ component: "placement" });
+    this.memoryOvercommit = options.memoryOvercommit ?? 2;
+    this.maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  }
+
+  /** The hosts that can take the request, best first; throws saying why when there is none. */
+  async rank(request: PlacementRequest, exclude: ReadonlySet<string> = new Set()): Promise<RankedHost[]> {
+    const ready = (await this.repos.hosts.list(["ready"])).filter(
+      (host) => !exclude.has(host.id) && host.address !== null && host.agentTokenEncrypted !== null && (!request.hostId || host.id === request.hostId),
+    );
+    if (ready.length === 0) {
+      throw new WrennError(
+        "unavailable",
+        request.hostId ? `the host holding template ${request.template} is not available` : "no host is ready to take a sandbox",
+      );
+    }
+    const holding = new Set(await this.repos.hostTemplates.hostsHolding(request.hostTemplateName, ready.map((host) => host.id)));
+    const withTemplate = ready.filter((host) => holding.has(host.id));
+    if (withTemplate.length === 0) {
+      throw new WrennError("failed_precondition", `no available host holds template ${request.template}`);
+    }
+    const loads = new Map((await this.repos.sandboxes.loadByHost(HOLDING_STATUSES)).map((load) => [load.hostId, load]));
+    const ranked: RankedHost[] = [];
+    for (const host of withTemplate) {
+      const load = loads.get(host.id) ?? { sandboxes: 0, memoryMb: 0 };
+      const freeMemoryMb = Math.floor(host.memoryMb * this.memoryOvercommit) - load.memoryMb;
+      if (host.cpu > 0 && request.vcpus > host.cpu) continue;
+      if (host.memoryMb > 0 && freeMemoryMb < request.memoryMb) continue;
+      // Counted from the database, not the agent's slots_used: that includes its warm pool, which
+      // the agent gives back when a create needs the room.
+      if (host.slots > 0 && host.slots - load.sandboxes <= 0) continue;
+      ranked.push({ host, sandboxes: load.sandboxes, freeMemoryMb });
+    }
+    if (ranked.length === 0) {
+      throw new WrennError("resource_exhausted", `no host has room for ${request.vcpus} vCPU and ${request.memoryMb} MiB right now`);
+    }
+    return ranked.sort((a, b) => a.sandboxes - b.sandboxes || b.freeMemoryMb - a.freeMemoryMb || a.host.id.localeCompare(b.host.id));
+  }
+
+  /**
+   * Runs `attempt` on the best host; when it fails because of that host (unavailable,
+   * resource_exhausted), on the next best, up to maxAttempts hosts. Other errors (bad request,
+   * missing template) are the request's fault and end the search. `attempt` must leave nothing
+   * behind when it fails.
+   */
+  async place<T>(request: PlacementRequest, attempt: (host: Host) => Promise<T>): Promise<{ host: Host; result: T }> {
+    const tried = new Set<string>();
+    let lastError: unknown;
+    while (tried.size < this.maxAttempts) {
+      let best: RankedHost | undefined;
+      try {
+        best = (await this.rank(request, tried))[0];
+      } catch (err) {
+        // Nothing left to try: the last host's failure says more than "no host".
+        throw lastError ?? err;
+      }
+      if (!best) break;
+      tried.add(best.host.id);
+      try {
+        return { host: best.host, result: await attempt(best.host) };
+      } catch (err) {
+        if (!isHostFailure(err)) throw err;
+        lastError = err;
+        this.log.warn({ hostId: best.host.id, err: (err as Error).message }, "create failed on a host; trying another");
+      }
+    }
+    throw lastError ?? new WrennError("unavailable", "no host could take the sandbox");
+  }
+}

@@ -1,0 +1,583 @@
+// The sandbox service: what the REST routes and the e2b-compatible routes both call. Every method
+// takes the caller's team and answers not_found for another team's sandbox. The database row is
+// the intent and is written first where a reconciler could otherwise misread the host (pause and
+// snapshot mark `paused` before their RPC and revert on failure); state-changing RPCs never take
+// the caller's AbortSignal, so a caller going away cannot leave one half-done.
+import { randomBytes, randomInt } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { ExecStreamResponse, MetricPoint as AgentMetricPoint, WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { MetricPoint } from "../db/metrics.js";
+import { createRepositories, type Repositories } from "../db/repositories.js";
+import { InvalidCursorError } from "../db/sandboxes.js";
+import { METRIC_TIERS, type Host, type MetricTier, type Sandbox, type SandboxStatus, type Template } from "../db/schema.js";
+import { WrennError } from "../errors.js";
+import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
+import type { HostRegistry } from "../hosts/registry.js";
+import type { Placement } from "../orchestration/placement.js";
+import { FINAL_STATUSES, transitionSandbox } from "./transitions.js";
+
+export const SANDBOX_DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 } as const;
+/** Booting (or taking from the warm pool) and waiting for envd. */
+const CREATE_TIMEOUT_MS = 120_000;
+/** Copying a sandbox's files into a template can take minutes on a big disk. */
+export const SNAPSHOT_TIMEOUT_MS = 30 * 60_000;
+const DEFAULT_EXEC_TIMEOUT_SEC = 60;
+/** Saving metrics or destroying on the way out must not hold a caller long when a host is slow. */
+const HOUSEKEEPING_TIMEOUT_MS = 10_000;
+const RANGE_SECONDS: Record<MetricTier, number> = { "10m": 600, "2h": 7200, "24h": 86_400 };
+
+export interface CreateSandboxInput {
+  /** A template the team sees: its own or a platform one. */
+  template: string;
+  vcpus?: number;
+  memoryMb?: number;
+  diskSizeMb?: number;
+  /** Seconds of inactivity before the host pauses it; 0: never. */
+  timeoutSec?: number;
+  metadata?: Record<string, string>;
+  /** Environment of every process in the sandbox; not stored (it may hold secrets). */
+  envVars?: Record<string, string>;
+  allowOut?: string[];
+  denyOut?: string[];
+}
+
+export interface ListSandboxesInput {
+  /** Default: every status. */
+  states?: SandboxStatus[];
+  metadata?: Record<string, string>;
+  /** `nextCursor` of the previous page. */
+  cursor?: string;
+  limit?: number;
+}
+
+export interface ExecInput {
+  cmd: string;
+  args?: string[];
+  envs?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  /** Collected exec only: written to the command's stdin, which is then closed. */
+  stdin?: Uint8Array;
+  /** Default 60. */
+  timeoutSec?: number;
+}
+
+export interface ExecResult {
+  stdout: Uint8Array;
+  stderr: Uint8Array;
+  exitCode: number;
+  /** Set when the command did not exit by itself (e.g. killed after its timeout). */
+  error?: string;
+}
+
+/** One event of a streamed exec, in the order the command produced them. */
+export type ExecEvent =
+  | { type: "start"; pid: number }
+  | { type: "stdout"; data: Uint8Array }
+  | { type: "stderr"; data: Uint8Array }
+  | { type: "exit"; exitCode: number; error?: string };
+
+export interface SnapshotResult {
+  host: Host;
+  sizeBytes: number;
+  includesMemory: boolean;
+  note: string;
+  /** The sandbox after the snapshot: running or paused as before with keepRunning, else stopped. */
+  sandbox: Sandbox;
+}
+
+/** Points in the middle of operations where a test can interleave something (the reconciler, say). */
+export interface SandboxServiceHooks {
+  /** After the row was marked `paused` and before the pause or snapshot RPC. */
+  afterMarkPaused?(operation: "pause" | "snapshot", sandbox: Sandbox): Promise<void>;
+}
+
+export interface SandboxServiceOptions {
+  db: Db;
+  registry: HostRegistry;
+  placement: Placement;
+  logger: Logger;
+  hooks?: SandboxServiceHooks;
+}
+
+export class SandboxService {
+  private readonly repos: Repositories;
+  private readonly log: Logger;
+
+  constructor(private readonly options: SandboxServiceOptions) {
+    this.repos = createRepositories(options.db);
+    this.log = options.logger.child({ component: "sandboxes" });
+  }
+
+  /**
+   * Creates a sandbox: a `starting` row, a host chosen by placement (another one if the first
+   * fails for host reasons), the agent's CreateSandbox, then `running`. When `signal` aborts
+   * before it returns, the sandbox is destroyed again and the call fails: nothing is left half-made.
+   */
+  async create(teamId: string, input: CreateSandboxInput, options: { signal?: AbortSignal } = {}): Promise<Sandbox> {
+    const { signal } = options;
+    const shape = {
+      vcpus: positiveInteger(input.vcpus ?? SANDBOX_DEFAULTS.vcpus, "vcpus"),
+      memoryMb: positiveInteger(input.memoryMb ?? SANDBOX_DEFAULTS.memoryMb, "memoryMb"),
+      diskSizeMb: positiveInteger(input.diskSizeMb ?? SANDBOX_DEFAULTS.diskSizeMb, "diskSizeMb"),
+      timeoutSec: nonNegativeInteger(input.timeoutSec ?? SANDBOX_DEFAULTS.timeoutSec, "timeoutSec"),
+    };
+    const template = await this.visibleTemplate(teamId, input.template);
+    throwIfAborted(signal);
+    const sandbox = await this.repos.sandboxes.create({
+      id: newSandboxId(),
+      teamId,
+      template: template.name,
+      ...shape,
+      metadata: input.metadata ?? {},
+      allowOut: input.allowOut ?? [],
+      denyOut: input.denyOut ?? [],
+      envdAccessToken: randomBytes(24).toString("hex"),
+    });
+    const log = this.log.child({ sandboxId: sandbox.id, teamId });
+    const hostTemplateName = template.hostTemplateName ?? template.name;
+    let placed: { host: Host; result: { hostIp: string; envdVersion: string } };
+    try {
+      placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
+        await this.repos.sandboxes.update(sandbox.id, { hostId: host.id });
+        const created = await callAgent(
+          this.options.registry.client(host).createSandbox(
+            {
+              sandboxId: sandbox.id,
+              template: hostTemplateName,
+              ...shape,
+              envVars: input.envVars ?? {},
+              allowOut: sandbox.allowOut,
+              denyOut: sandbox.denyOut,
+              metadata: sandbox.metadata,
+              envdAccessToken: sandbox.envdAccessToken ?? "",
+            },
+            { timeoutMs: CREATE_TIMEOUT_MS },
+          ),
+          host.id,
+        );
+        return { hostIp: created.hostIp, envdVersion: created.envdVersion };
+      });
+    } catch (err) {
+      await transitionSandbox(this.options.db, sandbox.id, { from: ["starting"], to: "error" });
+      log.warn({ err: (err as Error).message }, "sandbox create failed");
+      throw err;
+    }
+    const { host, result } = placed;
+    if (signal?.aborted) {
+      await this.rollBackCreate(sandbox.id, host);
+      log.info({ hostId: host.id }, "caller went away during create: sandbox rolled back");
+      throw abortError(signal);
+    }
+    const running = await transitionSandbox(this.options.db, sandbox.id, {
+      from: ["starting"],
+      to: "running",
+      set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, startedAt: new Date() },
+    });
+    if (!running) {
+      // Destroyed while it was starting: the destroy found nothing on a host yet, so finish it here.
+      await this.rollBackCreate(sandbox.id, host);
+      throw new WrennError("conflict", `sandbox ${sandbox.id} was destroyed while it was starting`);
+    }
+    log.info({ hostId: host.id, template: template.name }, "sandbox created");
+    return running;
+  }
+
+  async get(teamId: string, sandboxId: string): Promise<Sandbox> {
+    const sandbox = await this.repos.sandboxes.getForTeam(teamId, sandboxId);
+    if (!sandbox) throw new WrennError("not_found", `sandbox ${sandboxId} not found`);
+    return sandbox;
+  }
+
+  /** The team's sandboxes, newest first, a page at a time. */
+  async list(teamId: string, input: ListSandboxesInput = {}): Promise<{ sandboxes: Sandbox[]; nextCursor?: string }> {
+    try {
+      return await this.repos.sandboxes.list({ teamId, statuses: input.states, metadata: input.metadata, cursor: input.cursor, limit: input.limit });
+    } catch (err) {
+      if (err instanceof InvalidCursorError) throw new WrennError("invalid_argument", err.message);
+      throw err;
+    }
+  }
+
+  /**
+   * Stops the sandbox for good: its metrics are saved, the row is `stopped` (its usage counted),
+   * and the host destroys it. Destroying a stopped sandbox is a no-op. If the host cannot be
+   * reached, the reconciler destroys it there once the host answers.
+   */
+  async destroy(teamId: string, sandboxId: string): Promise<Sandbox> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const sandbox = await this.get(teamId, sandboxId);
+      if (FINAL_STATUSES.includes(sandbox.status)) return sandbox;
+      // A starting sandbox is finished by its create, which finds the row stopped and rolls back;
+      // an unknown one by the reconciler, once its host answers again.
+      const onHost = sandbox.status === "running" || sandbox.status === "paused";
+      const connection = onHost && sandbox.hostId ? await this.connectQuietly(sandbox.hostId) : undefined;
+      if (connection) await this.flushMetrics(sandbox, connection.client);
+      const stopped = await transitionSandbox(this.options.db, sandboxId, { from: [sandbox.status], to: "stopped" });
+      if (!stopped) continue; // its status changed meanwhile: look again
+      if (connection) {
+        const call = connection.client.destroySandbox({ sandboxId }, { timeoutMs: HOUSEKEEPING_TIMEOUT_MS });
+        await callAgent(call, connection.host.id).catch((err: WrennError) => {
+          if (err.code !== "not_found") this.log.warn({ sandboxId, hostId: connection.host.id, teamId, err: err.message }, "destroy on the host failed; the reconciler will retry");
+        });
+      }
+      this.log.info({ sandboxId, teamId, hostId: sandbox.hostId }, "sandbox destroyed");
+      return stopped;
+    }
+    throw new WrennError("conflict", `sandbox ${sandboxId} keeps changing state; try again`);
+  }
+
+  /** Freezes a running sandbox (conflict when it is already paused). Its metrics are saved first. */
+  async pause(teamId: string, sandboxId: string): Promise<Sandbox> {
+    const sandbox = await this.get(teamId, sandboxId);
+    if (sandbox.status === "paused") throw new WrennError("conflict", `sandbox ${sandboxId} is already paused`);
+    requireStatus(sandbox, ["running"]);
+    const { host, client } = await this.connect(sandbox);
+    await this.flushMetrics(sandbox, client);
+    const marked = await transitionSandbox(this.options.db, sandboxId, { from: ["running"], to: "paused" });
+    if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
+    await this.options.hooks?.afterMarkPaused?.("pause", marked);
+    try {
+      await callAgent(client.pauseSandbox({ sandboxId }), host.id);
+    } catch (err) {
+      await this.revertMark(sandbox, err);
+      throw err;
+    }
+    this.log.info({ sandboxId, teamId, hostId: host.id }, "sandbox paused");
+    return (await this.repos.sandboxes.get(sandboxId)) ?? marked;
+  }
+
+  /**
+   * Thaws a paused sandbox, optionally with a new timeout. A running one gets the timeout, and its
+   * host is asked too, in case it paused the sandbox itself and the reconciler has not seen it yet
+   * (what E2B's connect does: afterwards the sandbox runs).
+   */
+  async resume(teamId: string, sandboxId: string, options: { timeoutSec?: number } = {}): Promise<Sandbox> {
+    const timeoutSec = options.timeoutSec === undefined ? undefined : nonNegativeInteger(options.timeoutSec, "timeoutSec");
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running", "paused"]);
+    const { host, client } = await this.connect(sandbox);
+    try {
+      await callAgent(client.resumeSandbox({ sandboxId, timeoutSec: timeoutSec ?? sandbox.timeoutSec }), host.id);
+    } catch (err) {
+      await this.stopIfGone(sandbox, err);
+      throw err;
+    }
+    // running → running too: a reconcile pass that listed the host before this resume must not
+    // then mark the sandbox paused (its compare-and-set needs the status unchanged since).
+    const running = await transitionSandbox(this.options.db, sandboxId, {
+      from: [sandbox.status],
+      to: "running",
+      set: timeoutSec === undefined ? {} : { timeoutSec },
+    });
+    if (!running) return this.get(teamId, sandboxId);
+    if (sandbox.status === "paused") this.log.info({ sandboxId, teamId, hostId: host.id }, "sandbox resumed");
+    return running;
+  }
+
+  /** Sets the inactivity timeout (seconds, 0: never pause) and counts as activity. */
+  async setTimeout(teamId: string, sandboxId: string, timeoutSec: number): Promise<Sandbox> {
+    nonNegativeInteger(timeoutSec, "timeoutSec");
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running", "paused"]);
+    const { host, client } = await this.connect(sandbox);
+    await callAgent(client.setSandboxTimeout({ sandboxId, timeoutSec }), host.id).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
+    return (await this.repos.sandboxes.update(sandboxId, { timeoutSec })) ?? sandbox;
+  }
+
+  /** Keep-alive: resets the sandbox's inactivity timer. */
+  async ping(teamId: string, sandboxId: string): Promise<void> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running"]);
+    const { host, client } = await this.connect(sandbox);
+    await callAgent(client.pingSandbox({ sandboxId }), host.id).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
+  }
+
+  /** Runs a command and returns its whole output. */
+  async exec(teamId: string, sandboxId: string, input: ExecInput, options: { signal?: AbortSignal } = {}): Promise<ExecResult> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running"]);
+    const { host, client } = await this.connect(sandbox);
+    const timeoutSec = input.timeoutSec ?? DEFAULT_EXEC_TIMEOUT_SEC;
+    const result = await callAgent(
+      client.exec(
+        { sandboxId, cmd: input.cmd, args: input.args ?? [], envs: input.envs ?? {}, cwd: input.cwd ?? "", user: input.user ?? "", stdin: input.stdin, timeoutSec },
+        { signal: options.signal, timeoutMs: (timeoutSec + 10) * 1000 },
+      ),
+      host.id,
+    ).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
+    return { stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode, ...(result.error ? { error: result.error } : {}) };
+  }
+
+  /** Runs a command and yields its output as it comes: start, stdout/stderr chunks in order, exit. */
+  async *execStream(teamId: string, sandboxId: string, input: Omit<ExecInput, "stdin">, options: { signal?: AbortSignal } = {}): AsyncGenerator<ExecEvent> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running"]);
+    const { host, client } = await this.connect(sandbox);
+    const timeoutSec = input.timeoutSec ?? DEFAULT_EXEC_TIMEOUT_SEC;
+    const stream = client.execStream(
+      { sandboxId, cmd: input.cmd, args: input.args ?? [], envs: input.envs ?? {}, cwd: input.cwd ?? "", user: input.user ?? "", timeoutSec },
+      { signal: options.signal, timeoutMs: (timeoutSec + 10) * 1000 },
+    );
+    try {
+      for await (const message of stream) {
+        const event = execEvent(message);
+        if (event) yield event;
+      }
+    } catch (err) {
+      await this.stopIfGone(sandbox, agentError(err, host.id), true);
+    }
+  }
+
+  /** Writes a file inside the sandbox (parents created); returns the bytes written. */
+  async writeFile(
+    teamId: string,
+    sandboxId: string,
+    path: string,
+    content: Uint8Array | AsyncIterable<Uint8Array>,
+    options: { user?: string; signal?: AbortSignal } = {},
+  ): Promise<number> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running"]);
+    const { host, client } = await this.connect(sandbox);
+    async function* requests(): AsyncGenerator<MessageInitShape<typeof WriteFileStreamRequestSchema>> {
+      yield { content: { case: "meta", value: { sandboxId, path, user: options.user ?? "" } } };
+      if (content instanceof Uint8Array) yield { content: { case: "chunk", value: content } };
+      else for await (const chunk of content) yield { content: { case: "chunk", value: chunk } };
+    }
+    const written = await callAgent(client.writeFileStream(requests(), { signal: options.signal, timeoutMs: SNAPSHOT_TIMEOUT_MS }), host.id).catch(
+      (err: unknown) => this.stopIfGone(sandbox, err, true),
+    );
+    return Number(written.sizeBytes);
+  }
+
+  /** Reads a file from inside the sandbox, in chunks. */
+  async *readFile(teamId: string, sandboxId: string, path: string, options: { user?: string; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running"]);
+    const { host, client } = await this.connect(sandbox);
+    try {
+      for await (const message of client.readFileStream({ sandboxId, path, user: options.user ?? "" }, { signal: options.signal, timeoutMs: SNAPSHOT_TIMEOUT_MS })) {
+        yield message.chunk;
+      }
+    } catch (err) {
+      await this.stopIfGone(sandbox, agentError(err, host.id), true);
+    }
+  }
+
+  /**
+   * The sandbox's metrics for a range ("10m", "2h", "24h"): what the database holds (flushed at
+   * pause and destroy) plus, while it runs, what its host samples now. A stopped sandbox's range
+   * ends when it stopped.
+   */
+  async metrics(teamId: string, sandboxId: string, range: MetricTier = "10m"): Promise<MetricPoint[]> {
+    if (!METRIC_TIERS.includes(range)) throw new WrennError("invalid_argument", `range must be one of ${METRIC_TIERS.join(", ")}`);
+    const sandbox = await this.get(teamId, sandboxId);
+    const end = sandbox.status === "running" ? new Date() : sandbox.endedAt ?? sandbox.statusChangedAt;
+    const since = new Date(end.getTime() - RANGE_SECONDS[range] * 1000);
+    const points = new Map<number, MetricPoint>();
+    for (const row of await this.repos.metrics.list(sandboxId, range, since)) points.set(row.ts.getTime(), row);
+    if (sandbox.status === "running" && sandbox.hostId) {
+      const connection = await this.connectQuietly(sandbox.hostId);
+      const live = connection
+        ? await callAgent(connection.client.getSandboxMetrics({ sandboxId, range }), connection.host.id).catch((err: WrennError) => {
+            this.log.warn({ sandboxId, teamId, err: err.message }, "live metrics unavailable; showing stored ones");
+            return undefined;
+          })
+        : undefined;
+      for (const point of live?.points ?? []) {
+        const converted = metricPoint(point);
+        if (converted.ts >= since) points.set(converted.ts.getTime(), converted);
+      }
+    }
+    return [...points.values()].sort((a, b) => a.ts.getTime() - b.ts.getTime());
+  }
+
+  /**
+   * Saves the sandbox's files as template `hostTemplateName` on its host (the template service
+   * owns the catalogue row). The row is marked `paused` before the RPC and put back on failure;
+   * without keepRunning the host consumes the sandbox and it ends `stopped`.
+   */
+  async snapshot(
+    teamId: string,
+    sandboxId: string,
+    target: { hostTemplateName: string; keepRunning: boolean; ownerTeamId: string },
+  ): Promise<SnapshotResult> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running", "paused"]);
+    const { host, client } = await this.connect(sandbox);
+    await this.flushMetrics(sandbox, client);
+    const wasRunning = sandbox.status === "running";
+    const marked = wasRunning ? await transitionSandbox(this.options.db, sandboxId, { from: ["running"], to: "paused" }) : sandbox;
+    if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
+    await this.options.hooks?.afterMarkPaused?.("snapshot", marked);
+    let snapshot;
+    try {
+      snapshot = await callAgent(
+        client.createSnapshot(
+          { sandboxId, name: target.hostTemplateName, keepRunning: target.keepRunning, teamId: target.ownerTeamId },
+          { timeoutMs: SNAPSHOT_TIMEOUT_MS },
+        ),
+        host.id,
+      );
+    } catch (err) {
+      if (wasRunning) await this.revertMark(sandbox, err);
+      else await this.stopIfGone(sandbox, err);
+      throw err;
+    }
+    const after = target.keepRunning
+      ? wasRunning
+        ? await transitionSandbox(this.options.db, sandboxId, { from: ["paused"], to: "running" })
+        : undefined
+      : await transitionSandbox(this.options.db, sandboxId, { from: ["paused", "running"], to: "stopped" });
+    this.log.info({ sandboxId, teamId, hostId: host.id, template: target.hostTemplateName, keepRunning: target.keepRunning }, "sandbox snapshotted");
+    return {
+      host,
+      sizeBytes: Number(snapshot.sizeBytes),
+      includesMemory: snapshot.includesMemory,
+      note: snapshot.note,
+      sandbox: after ?? (await this.get(teamId, sandboxId)),
+    };
+  }
+
+  /** Writes the sandbox's whole filesystem as image template `hostTemplateName`; the sandbox ends `stopped`. */
+  async flatten(teamId: string, sandboxId: string, target: { hostTemplateName: string; ownerTeamId: string }): Promise<{ host: Host; sizeBytes: number }> {
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running", "paused"]);
+    const { host, client } = await this.connect(sandbox);
+    await this.flushMetrics(sandbox, client);
+    const marked = sandbox.status === "running" ? await transitionSandbox(this.options.db, sandboxId, { from: ["running"], to: "paused" }) : sandbox;
+    if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
+    let flattened;
+    try {
+      flattened = await callAgent(
+        client.flattenRootfs({ sandboxId, name: target.hostTemplateName, teamId: target.ownerTeamId }, { timeoutMs: SNAPSHOT_TIMEOUT_MS }),
+        host.id,
+      );
+    } catch (err) {
+      if (sandbox.status === "running") await this.revertMark(sandbox, err);
+      throw err;
+    }
+    await transitionSandbox(this.options.db, sandboxId, { from: ["paused", "running"], to: "stopped" });
+    return { host, sizeBytes: Number(flattened.sizeBytes) };
+  }
+
+  /** The template `name` as `teamId` sees it (its own first, then the platform's), or not_found. */
+  async visibleTemplate(teamId: string, name: string): Promise<Template> {
+    const template = await this.repos.templates.findVisible(teamId, name);
+    if (!template) throw new WrennError("not_found", `template ${name} not found`);
+    return template;
+  }
+
+  private async connect(sandbox: Sandbox): Promise<{ host: Host; client: AgentClient }> {
+    if (!sandbox.hostId) throw new WrennError("unavailable", `sandbox ${sandbox.id} has no host`);
+    return this.options.registry.connect(sandbox.hostId);
+  }
+
+  private async connectQuietly(hostId: string): Promise<{ host: Host; client: AgentClient } | undefined> {
+    return this.options.registry.connect(hostId).catch(() => undefined);
+  }
+
+  /** Saves what the host's ring buffers hold for the sandbox; a failure costs only those points. */
+  private async flushMetrics(sandbox: Sandbox, client: AgentClient): Promise<void> {
+    try {
+      const flushed = await client.flushSandboxMetrics({ sandboxId: sandbox.id }, { timeoutMs: HOUSEKEEPING_TIMEOUT_MS });
+      const tiers: Array<[MetricTier, AgentMetricPoint[]]> = [
+        ["10m", flushed.points10m],
+        ["2h", flushed.points2h],
+        ["24h", flushed.points24h],
+      ];
+      for (const [tier, points] of tiers) await this.repos.metrics.insert(sandbox.id, tier, points.map(metricPoint));
+    } catch (err) {
+      this.log.warn({ sandboxId: sandbox.id, teamId: sandbox.teamId, err: (err as Error).message }, "flushing metrics failed");
+    }
+  }
+
+  /** After a failed RPC that followed a `paused` mark: back to running, or stopped if the host lost it. */
+  private async revertMark(sandbox: Sandbox, err: unknown): Promise<void> {
+    const gone = err instanceof WrennError && err.code === "not_found";
+    await transitionSandbox(this.options.db, sandbox.id, { from: ["paused"], to: gone ? "stopped" : "running" });
+    this.log.warn({ sandboxId: sandbox.id, teamId: sandbox.teamId, err: (err as Error).message, gone }, "operation failed; paused mark reverted");
+  }
+
+  /** The host said not_found: the sandbox is gone, so the row says stopped. Rethrows when asked. */
+  private async stopIfGone(sandbox: Sandbox, err: unknown, rethrow: true): Promise<never>;
+  private async stopIfGone(sandbox: Sandbox, err: unknown, rethrow?: false): Promise<void>;
+  private async stopIfGone(sandbox: Sandbox, err: unknown, rethrow = false): Promise<void> {
+    if (err instanceof WrennError && err.code === "not_found" && sandbox.hostId) {
+      await transitionSandbox(this.options.db, sandbox.id, { from: ["running", "paused"], to: "stopped" });
+      if (rethrow) throw new WrennError("not_found", `sandbox ${sandbox.id} is no longer running`, { cause: err });
+    }
+    if (rethrow) throw err;
+  }
+
+  /** Destroys a sandbox its create finished on `host` but nobody will use; the row ends stopped. */
+  private async rollBackCreate(sandboxId: string, host: Host): Promise<void> {
+    await callAgent(this.options.registry.client(host).destroySandbox({ sandboxId }), host.id).catch((err: WrennError) => {
+      if (err.code !== "not_found") this.log.warn({ sandboxId, hostId: host.id, err: err.message }, "rolling back a create failed; the reconciler will destroy it");
+    });
+    await transitionSandbox(this.options.db, sandboxId, { from: ["starting", "running"], to: "stopped" });
+  }
+}
+
+/** 20 lowercase letters and digits, like E2B's sandbox ids (host names split on '-', so none here). */
+export function newSandboxId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  let id = "";
+  for (let i = 0; i < 20; i++) id += alphabet[randomInt(alphabet.length)];
+  return id;
+}
+
+/** Throws unless the sandbox is in one of `statuses`, with the error a caller can act on. */
+function requireStatus(sandbox: Sandbox, statuses: readonly SandboxStatus[]): void {
+  if (statuses.includes(sandbox.status)) return;
+  if (FINAL_STATUSES.includes(sandbox.status)) throw new WrennError("not_found", `sandbox ${sandbox.id} is ${sandbox.status}`);
+  if (sandbox.status === "unknown") throw new WrennError("unavailable", `sandbox ${sandbox.id}'s host is not answering; try again later`);
+  const hint = sandbox.status === "paused" ? "; resume it first" : sandbox.status === "starting" ? "; wait until it runs" : "";
+  throw new WrennError("failed_precondition", `sandbox ${sandbox.id} is ${sandbox.status}${hint}`);
+}
+
+function positiveInteger(value: number, field: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new WrennError("invalid_argument", `${field} must be a whole number of at least 1, got ${value}`);
+  return value;
+}
+
+function nonNegativeInteger(value: number, field: string): number {
+  if (!Number.isInteger(value) || value < 0) throw new WrennError("invalid_argument", `${field} must be a whole number of at least 0, got ${value}`);
+  return value;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal);
+}
+
+function abortError(signal: AbortSignal): WrennError {
+  return new WrennError("unavailable", "the request was canceled; nothing was left running", { cause: signal.reason });
+}
+
+function metricPoint(point: AgentMetricPoint): MetricPoint {
+  return {
+    ts: new Date(Number(point.timestampUnix) * 1000),
+    cpuPercent: point.cpuPct,
+    memoryBytes: Number(point.memBytes),
+    diskBytes: Number(point.diskBytes),
+  };
+}
+
+function execEvent(message: ExecStreamResponse): ExecEvent | undefined {
+  const { event } = message;
+  switch (event.case) {
+    case "start":
+      return { type: "start", pid: event.value.pid };
+    case "data":
+      if (event.value.output.case === "stdout") return { type: "stdout", data: event.value.output.value };
+      if (event.value.output.case === "stderr") return { type: "stderr", data: event.value.output.value };
+      return undefined;
+    case "end":
+      return { type: "exit", exitCode: event.value.exitCode, ...(event.value.error ? { error: event.value.error } : {}) };
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,79 @@
+// Every sandbox status change goes through here: a compare-and-set on the current status, and, in
+// the same transaction, the usage of the run segment it ends (so usage is counted once, whichever
+// writer — API call, reconciler, heartbeat — wins the change).
+import type { Db } from "../db/database.js";
+import { createRepositories } from "../db/repositories.js";
+import type { Sandbox, SandboxStatus } from "../db/schema.js";
+import type { SandboxChanges } from "../db/sandboxes.js";
+import type { UsageIncrement } from "../db/usage.js";
+
+export interface SandboxTransition {
+  from: readonly SandboxStatus[];
+  to: SandboxStatus;
+  set?: SandboxChanges;
+  /** Fails when the status changed after this time (database clock): the writer's view is stale. */
+  unchangedSince?: Date;
+}
+
+/** Statuses in which a sandbox is not running and never will be again. */
+export const FINAL_STATUSES: readonly SandboxStatus[] = ["stopped", "error"];
+/** Statuses of a sandbox that exists on a host (or may: `unknown`). */
+export const LIVE_STATUSES: readonly SandboxStatus[] = ["running", "paused", "unknown"];
+
+/**
+ * Moves the sandbox from one of `from` to `to`, or returns undefined when it is in another status
+ * (or gone). Leaving `running` ends a run segment and adds its usage to the team's days; entering
+ * `running` starts one. `unknown` keeps the segment open: the host may still be running it.
+ */
+export async function transitionSandbox(db: Db, id: string, change: SandboxTransition, now = new Date()): Promise<Sandbox | undefined> {
+  if (change.from.length === 0) return undefined;
+  return db.transaction(async (tx) => {
+    const repos = createRepositories(tx);
+    const current = await repos.sandboxes.getForUpdate(id);
+    if (!current || !change.from.includes(current.status)) return undefined;
+    if (change.unchangedSince && current.statusChangedAt > change.unchangedSince) return undefined;
+    const set: SandboxChanges = { ...change.set };
+    const segmentOpen = current.runningSince !== null;
+    if (change.to === "running") {
+      // Back from `unknown` with its segment still open: the sandbox kept running meanwhile.
+      if (!segmentOpen) set.runningSince = now;
+    } else if (change.to !== "unknown" && segmentOpen) {
+      // A sandbox that went unknown is counted until it did: nobody saw it run after that.
+      const end = current.status === "unknown" ? current.statusChangedAt : now;
+      for (const [day, increment] of usageOfSegment(current, current.runningSince!, end)) {
+        await repos.usage.add(current.teamId, day, increment);
+      }
+      set.runningSince = null;
+    }
+    if (FINAL_STATUSES.includes(change.to) && current.endedAt === null && set.endedAt === undefined) set.endedAt = now;
+    return repos.sandboxes.transition(id, { from: [current.status], to: change.to, set });
+  });
+}
+
+/** The usage of running `sandbox` from `start` to `end`, split at UTC midnights, by day. */
+export function usageOfSegment(
+  sandbox: Pick<Sandbox, "vcpus" | "memoryMb" | "diskSizeMb">,
+  start: Date,
+  end: Date,
+): Array<[day: string, increment: Required<UsageIncrement>]> {
+  const days: Array<[string, Required<UsageIncrement>]> = [];
+  let from = start.getTime();
+  const until = end.getTime();
+  while (from < until) {
+    const midnight = new Date(from);
+    midnight.setUTCHours(24, 0, 0, 0);
+    const to = Math.min(until, midnight.getTime());
+    const seconds = (to - from) / 1000;
+    days.push([
+      new Date(from).toISOString().slice(0, 10),
+      {
+        sandboxSeconds: seconds,
+        vcpuSeconds: seconds * sandbox.vcpus,
+        memoryGibSeconds: (seconds * sandbox.memoryMb) / 1024,
+        diskGibSeconds: (seconds * sandbox.diskSizeMb) / 1024,
+      },
+    ]);
+    from = to;
+  }
+  return days;
+}

@@ -1,0 +1,105 @@
+// The orchestration layer over an in-memory PGlite, with real host agents (child processes from
+// the host agent's own harness) added as local hosts.
+import { randomBytes } from "node:crypto";
+import { pino } from "pino";
+import { openDatabase, type Database } from "../src/db/database.js";
+import { createRepositories, type Repositories } from "../src/db/repositories.js";
+import type { Team } from "../src/db/schema.js";
+import type { PublicHost } from "../src/hosts/registry.js";
+import { createOrchestration, type Orchestration, type OrchestrationOptions } from "../src/orchestration/orchestrator.js";
+import type { SandboxServiceHooks } from "../src/sandboxes/service.js";
+import { removeDataDir, startAgentProcess, type AgentUnderTest } from "../../host-agent/test/agent-harness.js";
+
+export { skipAgent, TEST_TEMPLATE } from "../../host-agent/test/agent-harness.js";
+export type { AgentUnderTest };
+
+export interface ControlPlaneUnderTest {
+  database: Database;
+  repos: Repositories;
+  orchestration: Orchestration;
+  /** Mutable: a test sets a hook for the duration of one case. */
+  hooks: SandboxServiceHooks;
+  newTeam(): Promise<Team>;
+  close(): Promise<void>;
+}
+
+export async function startControlPlane(
+  options: Partial<Omit<OrchestrationOptions, "db" | "secretKey" | "logger" | "hooks">> = {},
+): Promise<ControlPlaneUnderTest> {
+  const database = await openDatabase({});
+  const repos = createRepositories(database.db);
+  const hooks: SandboxServiceHooks = {};
+  const orchestration = createOrchestration({
+    db: database.db,
+    secretKey: randomBytes(32),
+    logger: pino({ level: process.env.WRENN_LOG_LEVEL ?? "silent" }),
+    hooks: {
+      afterMarkPaused: (operation, sandbox) => hooks.afterMarkPaused?.(operation, sandbox) ?? Promise.resolve(),
+    },
+    ...options,
+  });
+  let teams = 0;
+  return {
+    database,
+    repos,
+    orchestration,
+    hooks,
+    newTeam: () => repos.teams.create({ name: "Test team", slug: `team-${process.pid}-${++teams}-${randomBytes(3).toString("hex")}` }),
+    async close() {
+      await orchestration.stop();
+      await database.close();
+    },
+  };
+}
+
+/** One agent for a test file: its own pool (inside 10.240.0.0/16) and nftables table. */
+export interface ManagedAgent {
+  agent: AgentUnderTest;
+  pool: string;
+  table: string;
+  address: string;
+}
+
+export async function startManagedAgent(pool: string, table: string, port?: number, dataDir?: string): Promise<ManagedAgent> {
+  const agent = await startAgentProcess({ pool, table, dataDir, args: port ? ["--port", String(port)] : [] });
+  return { agent, pool, table, address: `127.0.0.1:${agent.port}` };
+}
+
+export async function addAgent(controlPlane: ControlPlaneUnderTest, managed: ManagedAgent): Promise<PublicHost> {
+  return controlPlane.orchestration.hosts.addLocalHost(managed.address, managed.agent.token);
+}
+
+/** A new agent process on the same data dir and port (the old one must have exited). */
+export async function restartAgent(managed: ManagedAgent): Promise<ManagedAgent> {
+  return startManagedAgent(managed.pool, managed.table, managed.agent.port, managed.agent.dataDir);
+}
+
+const exited = (agent: AgentUnderTest) =>
+  new Promise<void>((resolve) => (agent.child.exitCode !== null || agent.child.signalCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
+
+/**
+ * Destroys everything the agent ran (restarting it first if it was killed, so its sandboxes are
+ * found again) and removes its data dir and nftables table.
+ */
+export async function removeAgent(managed: ManagedAgent): Promise<void> {
+  let { agent } = managed;
+  if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
+    agent = (await restartAgent(managed)).agent;
+  }
+  await agent.client.terminate({}).catch(() => undefined);
+  await exited(agent);
+  await removeDataDir(agent.dataDir, agent.table);
+}
+
+/** Polls `check` until it returns a value other than undefined/false. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export const text = (bytes: Uint8Array): string => Buffer.from(bytes).toString();
