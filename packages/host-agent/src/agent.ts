@@ -138,8 +138,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     probes,
     defaultRuntime,
     dataDir: config.dataDir,
+    proxyPort: () => proxyPort,
     terminate: () => void terminate().catch((err: unknown) => log.error({ err }, "terminate failed")),
   });
+  let proxyPort = 0; // the RPC server answers before the proxy listens
   const rpc = await startRpcServer({ host: config.host, port: config.port, token: config.token, service });
   const proxy = await startPortProxy({
     host: config.proxyHost,
@@ -154,6 +156,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       if (sandbox) manager.touch(sandbox);
     },
   });
+  proxyPort = proxy.port;
   let reaping = false;
   const reaper = setInterval(() => {
     if (reaping) return;

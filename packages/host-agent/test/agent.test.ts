@@ -87,6 +87,7 @@ describe("the host agent", { skip: skipAgent }, () => {
     assert.equal(created.runtime, "gvisor");
     assert.match(created.envdVersion, /^\d+\.\d+\.\d+$/, "envd's version, for the control plane's envdVersion");
     assert.equal(created.fromWarmPool, false);
+    assert.equal((await agent.client.getHostInfo({})).proxyPort, agent.proxyPort);
     assert.match(created.hostIp, /^10\.220\.0\.\d+$/);
     assert.equal((await sh(agent, "life1", "echo $GREETING; id -un", 30, "")).stdout, "hi there\nuser\n", "the default user is `user`");
     const failing = await sh(agent, "life1", "echo oops >&2; exit 3");

@@ -38,6 +38,8 @@ export interface ServiceContext {
   probes: RuntimeProbe[];
   defaultRuntime: RuntimeName;
   dataDir: string;
+  /** The port proxy's port, reported by GetHostInfo (known once the proxy listens). */
+  proxyPort: () => number;
   /** Called after Terminate has answered: destroy everything and exit. */
   terminate: () => void;
 }
@@ -237,6 +239,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
         slotsTotal: manager.slots.total,
         slotsUsed: manager.slots.used,
         warmPools: manager.warmPool.status().map((pool) => create(WarmPoolInfoSchema, pool)),
+        proxyPort: context.proxyPort(),
       };
     }),
 
