@@ -5,13 +5,28 @@ import type { Logger } from "pino";
 import type { ControlPlaneConfig } from "../config.js";
 import type { Database } from "../db/database.js";
 import type { Repositories } from "../db/repositories.js";
+import { WrennError } from "../errors.js";
+import type { HostRegistry } from "../hosts/registry.js";
+import type { SandboxService } from "../sandboxes/service.js";
+import type { TemplateService } from "../templates/service.js";
 
 /**
  * The services route modules call beyond the repositories (sandboxes, templates, hosts, …). Add a
  * field here per service when its routes land; make it optional if tests of other routes should
  * not have to build it.
  */
-export interface ApiServices {}
+export interface ApiServices {
+  sandboxes?: SandboxService;
+  templates?: TemplateService;
+  hosts?: HostRegistry;
+}
+
+/** The service, or a 503 naming it: a route whose service this API was built without. */
+export function requireService<K extends keyof ApiServices>(deps: ApiDeps, name: K): NonNullable<ApiServices[K]> {
+  const service = deps.services[name];
+  if (!service) throw new WrennError("unavailable", `this control plane runs without its ${name} service`);
+  return service as NonNullable<ApiServices[K]>;
+}
 
 export interface ApiDeps {
   repos: Repositories;

@@ -3,11 +3,15 @@
 import type { RouteModules } from "../deps.js";
 import { apiKeyRoutes } from "./api-keys.js";
 import { auditRoutes } from "./audit.js";
+import { fileRoutes } from "./files.js";
 import { healthRoutes } from "./health.js";
+import { hostRoutes } from "./hosts.js";
+import { sandboxRoutes } from "./sandboxes.js";
 import { teamRoutes } from "./teams.js";
+import { templateRoutes } from "./templates.js";
 import { usageRoutes } from "./usage.js";
 
 export const routeModules: RouteModules = {
-  v1: [teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes],
+  v1: [teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, fileRoutes, templateRoutes, hostRoutes],
   root: [healthRoutes],
 };
