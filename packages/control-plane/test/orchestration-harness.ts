@@ -2,6 +2,7 @@
 // the host agent's own harness) added as local hosts.
 import { randomBytes } from "node:crypto";
 import { pino } from "pino";
+import { WrennError } from "../src/errors.js";
 import { openDatabase, type Database } from "../src/db/database.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
 import type { Team } from "../src/db/schema.js";
@@ -103,3 +104,14 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
 }
 
 export const text = (bytes: Uint8Array): string => Buffer.from(bytes).toString();
+
+/** The WrennError code a service call fails with (or "ok"); anything else is rethrown. */
+export async function codeOf(call: Promise<unknown>): Promise<string> {
+  try {
+    await call;
+    return "ok";
+  } catch (err) {
+    if (err instanceof WrennError) return err.code;
+    throw err;
+  }
+}

@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Team } from "../src/db/schema.js";
-import { WrennError } from "../src/errors.js";
 import {
   addAgent,
   removeAgent,
@@ -15,22 +14,13 @@ import {
   text,
   type ControlPlaneUnderTest,
   type ManagedAgent,
+  codeOf,
 } from "./orchestration-harness.js";
 
 const POOL_A = "10.240.2.0/26";
 const POOL_B = "10.240.3.0/26";
 const TABLE_A = "wrenn_orch_host_a";
 const TABLE_B = "wrenn_orch_host_b";
-
-async function codeOf(call: Promise<unknown>): Promise<string> {
-  try {
-    await call;
-    return "ok";
-  } catch (err) {
-    if (err instanceof WrennError) return err.code;
-    throw err;
-  }
-}
 
 describe("hosts and placement over two agents", { skip: skipAgent }, () => {
   let cp: ControlPlaneUnderTest;

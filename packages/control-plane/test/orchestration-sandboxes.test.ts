@@ -17,20 +17,11 @@ import {
   waitFor,
   type ControlPlaneUnderTest,
   type ManagedAgent,
+  codeOf,
 } from "./orchestration-harness.js";
 
 const POOL = "10.240.1.0/26";
 const TABLE = "wrenn_orch_sbx";
-
-async function codeOf(call: Promise<unknown>): Promise<string> {
-  try {
-    await call;
-    return "ok";
-  } catch (err) {
-    if (err instanceof WrennError) return err.code;
-    throw err;
-  }
-}
 
 describe("sandbox orchestration on one host", { skip: skipAgent }, () => {
   let cp: ControlPlaneUnderTest;
