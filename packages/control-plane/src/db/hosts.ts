@@ -18,6 +18,8 @@ export interface HostReport {
   address: string;
   runtimes: string[];
   capacity: HostCapacity;
+  /** The agent's port proxy; undefined when the agent reports none. */
+  proxyPort?: number;
 }
 
 export class HostRepository {
@@ -175,5 +177,6 @@ function reportColumns(report: HostReport) {
     memoryMb: report.capacity.memoryMb,
     diskMb: report.capacity.diskMb,
     slots: report.capacity.slots,
+    ...(report.proxyPort === undefined ? {} : { proxyPort: report.proxyPort }),
   };
 }

@@ -116,6 +116,8 @@ export const hosts = pgTable(
      * secret key (hosts/secrets.ts): it must be recoverable, unlike the hashes above.
      */
     agentTokenEncrypted: text("agent_token_encrypted"),
+    /** Port of the agent's port proxy (same address as the RPC endpoint), as GetHostInfo reports it. */
+    proxyPort: integer("proxy_port"),
     lastHeartbeatAt: timestampMs("last_heartbeat_at"),
     createdAt: createdAt(),
   },

@@ -13,7 +13,7 @@ import { createRepositories, type Repositories } from "../db/repositories.js";
 import { PLATFORM_TEAM_ID, type Host } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { transitionSandbox } from "../sandboxes/transitions.js";
-import { AgentClientCache, agentError, callAgent, openAgentClient, type AgentClient } from "./agent-client.js";
+import { AgentClientCache, agentBaseUrl, agentError, callAgent, openAgentClient, type AgentClient } from "./agent-client.js";
 import { checkSecretKey, openSecret, sealSecret } from "./secrets.js";
 
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5000;
@@ -203,6 +203,23 @@ export class HostRegistry {
 
   /** A client of the host's agent, carrying its token. */
   client(host: Host): AgentClient {
+    const { address, token } = this.agentEndpoint(host);
+    return this.clients.get(host.id, { address, token });
+  }
+
+  /**
+   * Where the host's port proxy listens (the agent's address with the proxy port) and the token it
+   * wants in X-Wrenn-Host-Token: the way to reach a port of one of its sandboxes, envd's included.
+   */
+  proxyEndpoint(host: Host): { baseUrl: string; token: string } {
+    const { address, token } = this.agentEndpoint(host);
+    if (!host.proxyPort) throw new WrennError("unavailable", `host ${host.id} has not reported a port proxy; update its agent`);
+    const url = new URL(agentBaseUrl(address));
+    url.port = String(host.proxyPort);
+    return { baseUrl: url.origin, token };
+  }
+
+  private agentEndpoint(host: Host): { address: string; token: string } {
     if (!host.address || !host.agentTokenEncrypted) {
       throw new WrennError("unavailable", `host ${host.id} has not registered an agent`);
     }
@@ -211,7 +228,7 @@ export class HostRegistry {
       opened = { sealed: host.agentTokenEncrypted, token: openSecret(this.options.secretKey, host.agentTokenEncrypted, host.id) };
       this.tokens.set(host.id, opened);
     }
-    return this.clients.get(host.id, { address: host.address, token: opened.token });
+    return { address: host.address, token: opened.token };
   }
 
   /** The host (which must exist) and a client of its agent. */
@@ -394,6 +411,7 @@ function hostReport(address: string, info: GetHostInfoResponse): HostReport {
       diskMb: Math.floor(Number(info.diskTotalBytes) / MIB),
       slots: info.slotsTotal,
     },
+    ...(info.proxyPort > 0 ? { proxyPort: info.proxyPort } : {}),
   };
 }
 

@@ -1,4 +1,423 @@
-// /v1/sandboxes: lifecycle, exec, metrics (being written).
-import type { RouteModule } from "../deps.js";
+// /v1/sandboxes: lifecycle (create, list, get, delete, pause, resume, timeout, ping), exec
+// (collected, or streamed as server-sent events) and metrics. The sandbox service checks the team
+// on every call: another team's sandbox is not_found.
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { z } from "zod";
+import type { Sandbox } from "../../db/schema.js";
+import { METRIC_TIERS, SANDBOX_STATUSES, type SandboxStatus } from "../../db/schema.js";
+import { WrennError } from "../../errors.js";
+import type { ExecEvent } from "../../sandboxes/service.js";
+import { auditEntryFor } from "../audit-recorder.js";
+import { requireService, type RouteModule } from "../deps.js";
+import { ErrorBody, errorResponses } from "../error-responses.js";
 
-export const sandboxRoutes: RouteModule = async () => {};
+/** The error statuses sandbox operations answer with beyond the common ones (conflicts, hosts down, disks full). */
+export const sandboxErrorResponses = { ...errorResponses, 409: ErrorBody, 503: ErrorBody, 507: ErrorBody } as const;
+
+/** Sandbox ids are what the service makes: lowercase letters and digits (E2B's host names split on '-'). */
+export const SandboxId = z.string().regex(/^[a-z0-9]{1,64}$/, "a sandbox id is 1-64 lowercase letters and digits");
+export const SandboxParams = z.strictObject({ id: SandboxId });
+
+const Seconds = z.int().min(0).max(30 * 86_400);
+const StringMap = (what: string) =>
+  z.record(z.string().min(1).max(256), z.string().max(32_768)).refine((map) => Object.keys(map).length <= 256, `at most 256 ${what}`);
+const EgressList = z.array(z.string().min(1).max(256)).max(256);
+
+export const SandboxView = z
+  .object({
+    id: z.string(),
+    template: z.string(),
+    state: z.enum(SANDBOX_STATUSES),
+    vcpus: z.int(),
+    memoryMb: z.int(),
+    diskSizeMb: z.int(),
+    timeoutSec: z.int().meta({ description: "Seconds of inactivity before the host pauses it; 0: never" }),
+    metadata: z.record(z.string(), z.string()),
+    hostId: z.uuid().nullable(),
+    envdVersion: z.string().nullable(),
+    createdAt: z.iso.datetime(),
+    startedAt: z.iso.datetime().nullable(),
+    endAt: z.iso.datetime().nullable().meta({
+      description: "When it will be paused for inactivity, if known: the control plane does not track activity, so null for now",
+    }),
+    endedAt: z.iso.datetime().nullable().meta({ description: "When it stopped for good" }),
+  })
+  .meta({ id: "Sandbox" });
+
+export const CreatedSandbox = SandboxView.extend({
+  envdAccessToken: z.string().meta({ description: "envd's X-Access-Token for this sandbox; shown only in this answer" }),
+}).meta({ id: "CreatedSandbox" });
+
+const CreateSandboxBody = z.strictObject({
+  template: z.string().min(1).max(128).default("base"),
+  vcpus: z.int().min(1).max(64).optional(),
+  memoryMb: z.int().min(64).max(1024 * 1024).optional(),
+  diskSizeMb: z.int().min(64).max(16 * 1024 * 1024).optional(),
+  timeoutSec: Seconds.optional().meta({ description: "Seconds of inactivity before the host pauses it; 0: never; default 300" }),
+  metadata: StringMap("metadata entries").optional(),
+  envVars: StringMap("environment variables").optional().meta({ description: "Environment of every process in the sandbox; never stored" }),
+  allowOut: EgressList.optional().meta({ description: "Egress allowed to these CIDRs or host names only" }),
+  denyOut: EgressList.optional().meta({ description: "Egress denied to these CIDRs or host names" }),
+});
+
+const ListQuery = z.strictObject({
+  state: z
+    .string()
+    .optional()
+    .meta({ description: `Comma-separated states, e.g. running,paused (${SANDBOX_STATUSES.join(", ")})` }),
+  metadata: z
+    .union([z.string(), z.array(z.string())])
+    .optional()
+    .meta({ description: "key=value; repeat the parameter (or join pairs with &, url-encoded) to require several" }),
+  limit: z.coerce.number().int().min(1).max(100).optional(),
+  cursor: z.string().max(512).optional(),
+});
+
+const ExecBody = z.strictObject({
+  cmd: z.string().min(1).max(65_536),
+  args: z.array(z.string().max(65_536)).max(1024).optional(),
+  envs: StringMap("environment variables").optional(),
+  cwd: z.string().max(4096).optional(),
+  user: z.string().min(1).max(64).optional(),
+  stdin: z.string().optional().meta({ description: "UTF-8 text written to the command's stdin, which is then closed" }),
+  timeoutSec: z.int().min(1).max(86_400).optional().meta({ description: "The command is killed after this long; default 60" }),
+});
+const StreamExecBody = ExecBody.omit({ stdin: true });
+
+const ExecResultView = z
+  .object({
+    stdout: z.string(),
+    stderr: z.string(),
+    exitCode: z.int(),
+    error: z.string().optional().meta({ description: "Set when the command did not exit by itself (e.g. killed after its timeout)" }),
+  })
+  .meta({ id: "ExecResult" });
+
+const MetricPointView = z
+  .object({ timestamp: z.iso.datetime(), cpuPercent: z.number(), memoryBytes: z.number(), diskBytes: z.number() })
+  .meta({ id: "MetricPoint" });
+
+const iso = (date: Date | null | undefined): string | null => date?.toISOString() ?? null;
+
+export function toSandboxView(sandbox: Sandbox): z.infer<typeof SandboxView> {
+  return {
+    id: sandbox.id,
+    template: sandbox.template,
+    state: sandbox.status,
+    vcpus: sandbox.vcpus,
+    memoryMb: sandbox.memoryMb,
+    diskSizeMb: sandbox.diskSizeMb,
+    timeoutSec: sandbox.timeoutSec,
+    metadata: sandbox.metadata,
+    hostId: sandbox.hostId,
+    envdVersion: sandbox.envdVersion,
+    createdAt: sandbox.createdAt.toISOString(),
+    startedAt: iso(sandbox.startedAt),
+    endAt: null,
+    endedAt: iso(sandbox.endedAt),
+  };
+}
+
+/**
+ * A signal that aborts when the client goes away before the answer is sent. The response's
+ * `close` is the one to watch: the request's own `close` fires as soon as its body has been read.
+ */
+export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableFinished) controller.abort(new Error("the client disconnected"));
+  };
+  reply.raw.once("close", onClose);
+  // Not `request.raw.destroyed`: a request is destroyed once its body has been read.
+  if (request.raw.socket?.destroyed) controller.abort(new Error("the client disconnected"));
+  return controller.signal;
+}
+
+function parseStates(state: string | undefined): SandboxStatus[] | undefined {
+  if (state === undefined || state.trim() === "") return undefined;
+  const states = state.split(",").map((s) => s.trim());
+  for (const s of states) {
+    if (!(SANDBOX_STATUSES as readonly string[]).includes(s)) {
+      throw new WrennError("invalid_argument", `querystring.state: unknown state "${s}"; use ${SANDBOX_STATUSES.join(", ")}`);
+    }
+  }
+  return states as SandboxStatus[];
+}
+
+function parseMetadata(metadata: string | string[] | undefined): Record<string, string> | undefined {
+  if (metadata === undefined) return undefined;
+  const result: Record<string, string> = {};
+  for (const pair of (Array.isArray(metadata) ? metadata : [metadata]).flatMap((m) => m.split("&")).filter(Boolean)) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new WrennError("invalid_argument", `querystring.metadata: "${pair}" is not key=value`);
+    result[decodeURIComponent(pair.slice(0, eq))] = decodeURIComponent(pair.slice(eq + 1));
+  }
+  return result;
+}
+
+const utf8 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+
+function sseEvent(event: ExecEvent): string {
+  const data =
+    event.type === "start"
+      ? { pid: event.pid }
+      : event.type === "exit"
+        ? { exitCode: event.exitCode, ...(event.error ? { error: event.error } : {}) }
+        : { data: utf8(event.data) };
+  return `event: ${event.type}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) => {
+  const sandboxes = () => requireService(deps, "sandboxes");
+  const tags = ["sandboxes"];
+
+  app.post(
+    "/sandboxes",
+    {
+      preHandler: rateLimiters.sandboxCreate,
+      config: { auditAction: "sandbox.create" },
+      schema: {
+        tags,
+        summary: "Create a sandbox from a template and wait until it runs",
+        description: "A client that disconnects before the answer gets no sandbox: a create cut short is rolled back.",
+        operationId: "createSandbox",
+        body: CreateSandboxBody,
+        response: { 201: CreatedSandbox, ...sandboxErrorResponses },
+      },
+    },
+    async (request, reply) => {
+      const signal = disconnectSignal(request, reply);
+      const service = sandboxes();
+      let sandbox: Sandbox;
+      try {
+        sandbox = await service.create(request.auth.teamId, request.body, { signal });
+      } catch (err) {
+        if (!signal.aborted) throw err;
+        request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
+        return reply.hijack();
+      }
+      if (signal.aborted) {
+        // Gone between the service's last check and here: nobody will learn the id, so destroy it.
+        await service.destroy(request.auth.teamId, sandbox.id).catch((err: unknown) => request.log.warn({ err, sandboxId: sandbox.id }, "destroying an orphaned create failed"));
+        return reply.hijack();
+      }
+      request.auditResource = { type: "sandbox", id: sandbox.id };
+      reply.code(201);
+      return { ...toSandboxView(sandbox), envdAccessToken: sandbox.envdAccessToken ?? "" };
+    },
+  );
+
+  app.get(
+    "/sandboxes",
+    {
+      schema: {
+        tags,
+        summary: "List the team's sandboxes, newest first, a page at a time",
+        operationId: "listSandboxes",
+        querystring: ListQuery,
+        response: { 200: z.object({ sandboxes: z.array(SandboxView), nextCursor: z.string().nullable() }), ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      const { state, metadata, limit, cursor } = request.query;
+      const page = await sandboxes().list(request.auth.teamId, { states: parseStates(state), metadata: parseMetadata(metadata), limit, cursor });
+      return { sandboxes: page.sandboxes.map(toSandboxView), nextCursor: page.nextCursor ?? null };
+    },
+  );
+
+  app.get(
+    "/sandboxes/:id",
+    {
+      schema: { tags, summary: "Get one sandbox", operationId: "getSandbox", params: SandboxParams, response: { 200: SandboxView, ...sandboxErrorResponses } },
+    },
+    async (request) => toSandboxView(await sandboxes().get(request.auth.teamId, request.params.id)),
+  );
+
+  app.delete(
+    "/sandboxes/:id",
+    {
+      config: { auditAction: "sandbox.delete" },
+      schema: {
+        tags,
+        summary: "Stop a sandbox for good (its metrics are kept); deleting a stopped sandbox is a no-op",
+        operationId: "deleteSandbox",
+        params: SandboxParams,
+        response: { 200: SandboxView, ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      return toSandboxView(await sandboxes().destroy(request.auth.teamId, request.params.id));
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/pause",
+    {
+      config: { auditAction: "sandbox.pause" },
+      schema: {
+        tags,
+        summary: "Pause a running sandbox (409 when already paused)",
+        operationId: "pauseSandbox",
+        params: SandboxParams,
+        response: { 200: SandboxView, ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      return toSandboxView(await sandboxes().pause(request.auth.teamId, request.params.id));
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/resume",
+    {
+      config: { auditAction: "sandbox.resume" },
+      schema: {
+        tags,
+        summary: "Resume a paused sandbox, optionally with a new timeout; a running one keeps running",
+        operationId: "resumeSandbox",
+        params: SandboxParams,
+        body: z.strictObject({ timeoutSec: Seconds.optional() }).optional(),
+        response: { 200: SandboxView, ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      const timeoutSec = request.body?.timeoutSec;
+      return toSandboxView(await sandboxes().resume(request.auth.teamId, request.params.id, timeoutSec === undefined ? {} : { timeoutSec }));
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/timeout",
+    {
+      config: { auditAction: "sandbox.set_timeout" },
+      schema: {
+        tags,
+        summary: "Set the inactivity timeout (seconds, 0: never pause); counts as activity",
+        operationId: "setSandboxTimeout",
+        params: SandboxParams,
+        body: z.strictObject({ timeoutSec: Seconds }),
+        response: { 200: SandboxView, ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      return toSandboxView(await sandboxes().setTimeout(request.auth.teamId, request.params.id, request.body.timeoutSec));
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/ping",
+    {
+      config: { auditAction: "sandbox.ping" },
+      schema: {
+        tags,
+        summary: "Keep-alive: reset the sandbox's inactivity timer",
+        operationId: "pingSandbox",
+        params: SandboxParams,
+        response: { 204: z.null().meta({ description: "Timer reset" }), ...sandboxErrorResponses },
+      },
+    },
+    async (request, reply) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      await sandboxes().ping(request.auth.teamId, request.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/exec",
+    {
+      config: { auditAction: "sandbox.exec" },
+      schema: {
+        tags,
+        summary: "Run a command and answer with its whole output (UTF-8 text)",
+        operationId: "execInSandbox",
+        params: SandboxParams,
+        body: ExecBody,
+        response: { 200: ExecResultView, ...sandboxErrorResponses },
+      },
+    },
+    async (request, reply) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      const { stdin, ...command } = request.body;
+      const signal = disconnectSignal(request, reply);
+      const result = await sandboxes().exec(
+        request.auth.teamId,
+        request.params.id,
+        { ...command, ...(stdin === undefined ? {} : { stdin: Buffer.from(stdin, "utf8") }) },
+        { signal },
+      );
+      return { stdout: utf8(result.stdout), stderr: utf8(result.stderr), exitCode: result.exitCode, ...(result.error ? { error: result.error } : {}) };
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/exec/stream",
+    {
+      config: { auditAction: "sandbox.exec" },
+      schema: {
+        tags,
+        summary: "Run a command and stream its output as server-sent events",
+        description:
+          "Events in the order the command produced them: `start` {pid}, then `stdout` / `stderr` {data} (UTF-8 text), then `exit` {exitCode, error?}; " +
+          "`error` {code, message} if the stream breaks. Disconnecting ends the command's stream.",
+        operationId: "execStreamInSandbox",
+        params: SandboxParams,
+        body: StreamExecBody,
+        response: {
+          200: z.string().meta({ description: "text/event-stream" }),
+          ...sandboxErrorResponses,
+        },
+      },
+    },
+    async (request, reply) => {
+      request.auditResource = { type: "sandbox", id: request.params.id };
+      const signal = disconnectSignal(request, reply);
+      const events = sandboxes().execStream(request.auth.teamId, request.params.id, request.body, { signal });
+      // The first event before answering: a missing or paused sandbox is still a plain HTTP error.
+      const first = await events.next();
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no" });
+      await deps.repos.audit.record(auditEntryFor(request, reply)).catch((err: unknown) => request.log.error({ err }, "could not write the audit log"));
+      const write = (chunk: string) => (raw.destroyed ? Promise.resolve() : new Promise<void>((resolve) => (raw.write(chunk) ? resolve() : raw.once("drain", resolve).once("close", resolve))));
+      try {
+        if (!first.done) await write(sseEvent(first.value));
+        for (let next = await events.next(); !next.done && !signal.aborted; next = await events.next()) await write(sseEvent(next.value));
+      } catch (err) {
+        if (!signal.aborted) {
+          const error = err instanceof WrennError ? err : new WrennError("internal", "the command's stream broke");
+          if (!(err instanceof WrennError)) request.log.error({ err }, "exec stream failed");
+          await write(`event: error\ndata: ${JSON.stringify({ code: error.code, message: error.message })}\n\n`);
+        }
+      } finally {
+        await events.return(undefined);
+        if (!raw.destroyed) raw.end();
+      }
+    },
+  );
+
+  app.get(
+    "/sandboxes/:id/metrics",
+    {
+      schema: {
+        tags,
+        summary: "CPU, memory and disk over a range: live from the host while it runs, stored after pause or stop",
+        operationId: "getSandboxMetrics",
+        params: SandboxParams,
+        querystring: z.strictObject({ range: z.enum(METRIC_TIERS).default("10m") }),
+        response: { 200: z.object({ range: z.enum(METRIC_TIERS), points: z.array(MetricPointView) }), ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      const points = await sandboxes().metrics(request.auth.teamId, request.params.id, request.query.range);
+      return {
+        range: request.query.range,
+        points: points.map((point) => ({ timestamp: point.ts.toISOString(), cpuPercent: point.cpuPercent, memoryBytes: point.memoryBytes, diskBytes: point.diskBytes })),
+      };
+    },
+  );
+};

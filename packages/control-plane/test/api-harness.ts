@@ -1,0 +1,106 @@
+// The whole control plane over real HTTP: host agent processes, the orchestration, and the API
+// listening on 127.0.0.1:<free port>, on PGlite or on a private PostgreSQL; two teams with keys.
+import { randomBytes } from "node:crypto";
+import { pino } from "pino";
+import { buildApi, type Api } from "../src/api/server.js";
+import { loadConfig, type ControlPlaneConfig } from "../src/config.js";
+import { openDatabase, type Database } from "../src/db/database.js";
+import { createRepositories, type Repositories } from "../src/db/repositories.js";
+import { createOrchestration, type Orchestration } from "../src/orchestration/orchestrator.js";
+import { removeAgent, startManagedAgent, type ManagedAgent } from "./orchestration-harness.js";
+import { startPostgres, type PostgresCluster } from "./postgres-harness.js";
+
+export interface ApiTeam {
+  teamId: string;
+  /** An API key of the team (X-API-Key). */
+  key: string;
+}
+
+export interface ApiUnderTest {
+  /** http://127.0.0.1:<port> */
+  url: string;
+  api: Api;
+  database: Database;
+  repos: Repositories;
+  orchestration: Orchestration;
+  agents: ManagedAgent[];
+  teamA: ApiTeam;
+  teamB: ApiTeam;
+  /** fetch against the API with a team's key; JSON bodies are sent as JSON. */
+  call(team: ApiTeam | undefined, method: string, path: string, body?: unknown, init?: RequestInit): Promise<Response>;
+  /** Stops the API, the orchestration and the agents (destroying their sandboxes), and the database. */
+  close(): Promise<void>;
+}
+
+export interface ApiHarnessOptions {
+  database: "pglite" | "postgres";
+  /** One agent per entry: an address pool inside 10.241.0.0/16 and an nftables table, both unique to the caller. */
+  agents: Array<{ pool: string; table: string }>;
+  config?: Partial<ControlPlaneConfig>;
+}
+
+export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest> {
+  const undo: Array<() => Promise<void>> = [];
+  const close = async () => {
+    for (const step of undo.reverse()) await step().catch((err: unknown) => console.error("api harness cleanup:", err));
+    undo.length = 0;
+  };
+  try {
+    let cluster: PostgresCluster | undefined;
+    if (options.database === "postgres") {
+      cluster = await startPostgres();
+      undo.push(() => cluster!.stop());
+    }
+    const database = await openDatabase(cluster ? { url: cluster.url } : {});
+    undo.push(() => database.close());
+    const repos = createRepositories(database.db);
+    const logger = pino({ level: process.env.WRENN_LOG_LEVEL ?? "silent" });
+
+    const agents: ManagedAgent[] = [];
+    for (const { pool, table } of options.agents) {
+      const agent = await startManagedAgent(pool, table);
+      agents.push(agent);
+      undo.push(() => removeAgent(agent));
+    }
+    const orchestration = createOrchestration({ db: database.db, secretKey: randomBytes(32), logger, heartbeatIntervalMs: 1000, reconcileIntervalMs: 1000 });
+    undo.push(() => orchestration.stop());
+    for (const agent of agents) await orchestration.hosts.addLocalHost(agent.address, agent.agent.token);
+    orchestration.start();
+
+    const config = { ...loadConfig({}), ...options.config };
+    const api = await buildApi({
+      repos,
+      database,
+      logger,
+      config,
+      services: { sandboxes: orchestration.sandboxes, templates: orchestration.templates, hosts: orchestration.hosts },
+    });
+    undo.push(() => api.close());
+    await api.listen({ host: "127.0.0.1", port: 0 });
+    const address = api.server.address();
+    if (!address || typeof address === "string") throw new Error("the API did not listen on TCP");
+    const url = `http://127.0.0.1:${address.port}`;
+
+    const newTeam = async (name: string): Promise<ApiTeam> => {
+      const team = await repos.teams.create({ name, slug: `${name}-${randomBytes(4).toString("hex")}` });
+      const { secret } = await repos.apiKeys.create({ teamId: team.id, name: "test key" });
+      return { teamId: team.id, key: secret };
+    };
+    const [teamA, teamB] = [await newTeam("team-a"), await newTeam("team-b")];
+
+    const call: ApiUnderTest["call"] = (team, method, path, body, init = {}) => {
+      const headers = new Headers(init.headers);
+      if (team) headers.set("x-api-key", team.key);
+      let payload = init.body;
+      if (body !== undefined) {
+        headers.set("content-type", "application/json");
+        payload = JSON.stringify(body);
+      }
+      return fetch(url + path, { ...init, method, headers, body: payload });
+    };
+    return { url, api, database, repos, orchestration, agents, teamA, teamB, call, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
