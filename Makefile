@@ -7,11 +7,11 @@ NODE_MODULES_STAMP := node_modules/.wrenn-installed
 WRENN_DATA_DIR ?= $(CURDIR)/.data
 
 help:
-	@echo "make up     run Wrenn on this machine (today: the host agent, RPC :5008, port proxy :5009)"
+	@echo "make up     run Wrenn on this machine: control plane (API :8080, or WRENN_PORT) and a host agent"
 	@echo "make test   install what the tests need and run every test"
 	@echo "make envd   build the self-contained envd directory build/opt-wrenn/"
 	@echo "make gen    regenerate protobuf code from proto/"
-	@echo "make bench  run the benchmarks under bench/ (envd, then the host agent)"
+	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, the control plane)"
 	@echo "make base-template  build the Debian 'base' template (cached)"
 
 # npm packages, installed once per package-lock change. Not `npm ci`: npm 11's ci rejects this
@@ -39,15 +39,18 @@ envd: deps system-deps
 base-template: system-deps
 	bash scripts/build-base-template.sh $(WRENN_DATA_DIR)/agent
 
-# The host agent as root, on the embedded defaults: data in .data/agent, RPC on 127.0.0.1:5008
-# (token in .data/agent/host-token), port proxy on 127.0.0.1:5009.
+# The whole stack in the foreground, as root (scripts/up.ts): the host agent (data in .data/agent,
+# RPC on 127.0.0.1:5008, port proxy on 127.0.0.1:5009, two `base` sandboxes kept warm), then the
+# control plane (embedded database in .data/control-plane, API on 127.0.0.1:8080 or WRENN_PORT)
+# with that agent as its host. Prints the API URL and admin key; Ctrl-C stops both.
+# More host agent flags: make up UP_AGENT_FLAGS="--pool 10.201.0.0/16".
 up: deps envd base-template
-	node --import tsx packages/host-agent/src/main.ts --data-dir $(WRENN_DATA_DIR)/agent --warm-pool base=2
+	node --import tsx scripts/up.ts --data-dir $(WRENN_DATA_DIR) -- $(UP_AGENT_FLAGS)
 
 test: deps system-deps
 	bash scripts/test.sh
 
-bench: envd bench-envd bench-agent
+bench: envd bench-envd bench-agent bench-control-plane
 
 bench-envd: envd
 	node --import tsx bench/envd/run.ts
@@ -55,4 +58,7 @@ bench-envd: envd
 bench-agent: envd
 	node --import tsx bench/host-agent/run.ts
 
-.PHONY: help deps system-deps gen typecheck envd base-template up test bench bench-envd bench-agent
+bench-control-plane: deps envd
+	node --import tsx bench/control-plane/run.ts
+
+.PHONY: help deps system-deps gen typecheck envd base-template up test bench bench-envd bench-agent bench-control-plane

@@ -1,4 +1,7 @@
-// The control plane's settings, read once from the environment at start.
+// The control plane's settings, read once from the environment at start, and the secret key.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 
@@ -25,6 +28,10 @@ export interface ControlPlaneConfig {
   bodyLimitBytes: number;
   /** Sandbox creates per API key: on average 20/s, up to 40 at once. */
   sandboxCreateRateLimit: RateLimit;
+  /** 64 hex digits sealing the agents' tokens in the database; when absent, `<dataDir>/secret-key`. */
+  secretKeyHex: string | undefined;
+  /** An agent on this machine to add as a host at start, without a registration token (`make up`). */
+  localAgent: { address: string; tokenFile: string } | undefined;
 }
 
 const count = (fallback: number) => z.coerce.number().int().positive().default(fallback);
@@ -39,6 +46,9 @@ const environment = z.object({
   WRENN_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   WRENN_SANDBOX_CREATE_RATE_MAX: count(40),
   WRENN_SANDBOX_CREATE_RATE_WINDOW_MS: count(2000),
+  WRENN_SECRET_KEY: z.string().regex(/^[0-9a-fA-F]{64}$/, "must be 64 hex digits (32 bytes)").optional(),
+  WRENN_LOCAL_AGENT: z.string().regex(/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/, "must be host:port").optional(),
+  WRENN_LOCAL_AGENT_TOKEN_FILE: z.string().min(1).optional(),
 });
 
 /** Reads the configuration; throws naming the variable when one is malformed. Empty values count as unset. */
@@ -50,6 +60,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     throw new Error(`invalid control plane configuration: ${problems.join("; ")}`);
   }
   const values = parsed.data;
+  if ((values.WRENN_LOCAL_AGENT === undefined) !== (values.WRENN_LOCAL_AGENT_TOKEN_FILE === undefined)) {
+    throw new Error("invalid control plane configuration: set WRENN_LOCAL_AGENT and WRENN_LOCAL_AGENT_TOKEN_FILE together");
+  }
   return {
     host: values.WRENN_HOST,
     port: values.WRENN_PORT,
@@ -60,5 +73,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     logLevel: values.WRENN_LOG_LEVEL,
     bodyLimitBytes: 1024 * 1024,
     sandboxCreateRateLimit: { max: values.WRENN_SANDBOX_CREATE_RATE_MAX, windowMs: values.WRENN_SANDBOX_CREATE_RATE_WINDOW_MS },
+    secretKeyHex: values.WRENN_SECRET_KEY,
+    localAgent:
+      values.WRENN_LOCAL_AGENT && values.WRENN_LOCAL_AGENT_TOKEN_FILE
+        ? { address: values.WRENN_LOCAL_AGENT, tokenFile: path.resolve(cwd, values.WRENN_LOCAL_AGENT_TOKEN_FILE) }
+        : undefined,
   };
+}
+
+export const SECRET_KEY_FILE = "secret-key";
+
+/**
+ * The 32-byte key that seals agent tokens: WRENN_SECRET_KEY, else `<dataDir>/secret-key`, made
+ * (0600) on first start. Losing it means re-adding every host, so it is never regenerated.
+ */
+export async function loadSecretKey(config: Pick<ControlPlaneConfig, "secretKeyHex" | "dataDir">): Promise<Buffer> {
+  if (config.secretKeyHex) return Buffer.from(config.secretKeyHex, "hex");
+  const file = path.join(config.dataDir, SECRET_KEY_FILE);
+  if (existsSync(file)) {
+    const hex = (await readFile(file, "utf8")).trim();
+    if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new Error(`${file} does not hold 64 hex digits; restore it from a backup or set WRENN_SECRET_KEY`);
+    return Buffer.from(hex, "hex");
+  }
+  const key = randomBytes(32);
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const partial = `${file}.${process.pid}.tmp`;
+  await writeFile(partial, `${key.toString("hex")}\n`, { mode: 0o600 });
+  await rename(partial, file);
+  return key;
 }

@@ -1,11 +1,19 @@
-// wrenn-control-plane: opens the database, makes sure an admin key exists, serves the API.
+// wrenn-control-plane: opens the database, makes sure an admin key exists, starts the orchestration
+// (heartbeats, reconciler, the services), adds the local agent when told to, serves the API.
+import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
 import { buildApi } from "./api/server.js";
 import { bootstrapAdmin } from "./bootstrap.js";
-import { loadConfig } from "./config.js";
+import { loadConfig, loadSecretKey } from "./config.js";
 import { openDatabase } from "./db/database.js";
 import { createRepositories } from "./db/repositories.js";
+import type { HostRegistry } from "./hosts/registry.js";
+import { createOrchestration } from "./orchestration/orchestrator.js";
+
+/** How long the local agent may take to answer at start (it may still be booting its warm pool). */
+const LOCAL_AGENT_WAIT_MS = 60_000;
 
 const config = loadConfig();
 const logger = pino({ name: "control-plane", level: config.logLevel });
@@ -18,14 +26,9 @@ const database = await openDatabase({
 });
 const repos = createRepositories(database.db);
 const admin = await bootstrapAdmin(repos, config.dataDir, logger);
-const api = await buildApi({ repos, database, logger, config, services: {} });
-await api.listen({ host: config.host, port: config.port });
-
-const { port } = api.server.address() as AddressInfo;
-// A wildcard address is not one to browse to; the loopback always answers.
-const shownHost = ["0.0.0.0", "::"].includes(config.host) ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host;
-console.log(`API: ${config.publicUrl ?? `http://${shownHost}:${port}`}`);
-console.log(`API key: ${admin.apiKey}`);
+const orchestration = createOrchestration({ db: database.db, secretKey: await loadSecretKey(config), logger });
+const { sandboxes, templates, hosts } = orchestration;
+const api = await buildApi({ repos, database, logger, config, services: { sandboxes, templates, hosts } });
 
 let stopping = false;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -33,8 +36,9 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "stopping");
-    void api
-      .close()
+    void orchestration
+      .stop()
+      .then(() => api.close())
       .then(() => database.close())
       .then(
         () => process.exit(0),
@@ -44,4 +48,34 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
         },
       );
   });
+}
+
+if (config.localAgent) await addLocalAgent(hosts, config.localAgent);
+orchestration.start();
+await api.listen({ host: config.host, port: config.port });
+
+const { port } = api.server.address() as AddressInfo;
+// A wildcard address is not one to browse to; the loopback always answers.
+const shownHost = ["0.0.0.0", "::"].includes(config.host) ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host;
+console.log(`API: ${config.publicUrl ?? `http://${shownHost}:${port}`}`);
+console.log(`API key: ${admin.apiKey}`);
+
+/** Adds the agent beside us as a host, retrying while it starts (its token file may appear late too). */
+async function addLocalAgent(registry: HostRegistry, agent: { address: string; tokenFile: string }): Promise<void> {
+  const deadline = Date.now() + LOCAL_AGENT_WAIT_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const token = (await readFile(agent.tokenFile, "utf8")).trim();
+      const host = await registry.addLocalHost(agent.address, token);
+      logger.info({ hostId: host.id, address: agent.address }, "local agent added as a host");
+      return;
+    } catch (err) {
+      if (stopping) return;
+      if (Date.now() > deadline) {
+        throw new Error(`the local agent at ${agent.address} did not answer within ${LOCAL_AGENT_WAIT_MS / 1000} s (token file ${agent.tokenFile})`, { cause: err });
+      }
+      if (attempt === 1 || attempt % 10 === 0) logger.info({ address: agent.address, err: (err as Error).message }, "waiting for the local agent");
+      await sleep(1000);
+    }
+  }
 }

@@ -1,0 +1,204 @@
+// Benchmarks the control plane against floors measured in the same run:
+// - REST `POST /v1/sandboxes` → `POST /v1/sandboxes/:id/exec` (echo) vs the host agent's own
+//   CreateSandbox → Exec on the same agent, interleaved run for run: the difference is the
+//   control plane's overhead (goal < 10 ms at p50).
+// - `GET /v1/sandboxes` under autocannon (50 connections, 10 s) vs a bare Fastify server answering
+//   a constant JSON the same way (goal ≥ 2000 req/s; the control plane is one Node process, one core).
+// Both servers run as child processes; autocannon runs as its own process too.
+// Usage: `make bench-control-plane`, or `node --import tsx bench/control-plane/run.ts [--runs 30] [--duration 10]`.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+import { TEST_TEMPLATE, removeDataDir, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: "string", default: "30" },
+    duration: { type: "string", default: "10" },
+    connections: { type: "string", default: "50" },
+  },
+});
+const RUNS = Number(values.runs);
+const DURATION_SEC = Number(values.duration);
+const CONNECTIONS = Number(values.connections);
+const GOALS = { overheadP50Ms: 10, readsPerSec: 2000 };
+const POOL = "10.243.0.0/24";
+const TABLE = `wrenn_bcp${process.pid}`;
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+const summary = (samples: number[]) => {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { p50: +quantile(sorted, 0.5).toFixed(1), p95: +quantile(sorted, 0.95).toFixed(1), n: samples.length };
+};
+const ms = (value: number) => `${value.toFixed(1)} ms`;
+
+/** Starts `node <args>` and resolves with the first match of `pattern` on its stdout (the rest is drained). */
+function startServer(args: string[], env: NodeJS.ProcessEnv, pattern: RegExp, lines = 1): Promise<{ child: ChildProcess; matches: RegExpExecArray[] }> {
+  const child = spawn(process.execPath, args, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let errors = "";
+  child.stderr!.on("data", (chunk: Buffer) => (errors = (errors + chunk.toString()).slice(-4000)));
+  return new Promise((resolve, reject) => {
+    const matches: RegExpExecArray[] = [];
+    const timer = setTimeout(() => reject(new Error(`${args.join(" ")} did not start in 90 s:\n${errors}`)), 90_000);
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const match = pattern.exec(line);
+      if (!match || matches.length >= lines) return;
+      matches.push(match);
+      if (matches.length === lines) {
+        clearTimeout(timer);
+        resolve({ child, matches });
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${args.join(" ")} exited with ${code}:\n${errors}`));
+    });
+  });
+}
+
+async function stop(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  await exited;
+}
+
+interface Api {
+  url: string;
+  key: string;
+}
+
+async function rest(api: Api, method: string, url: string, body?: unknown): Promise<Record<string, unknown>> {
+  const response = await fetch(`${api.url}${url}`, {
+    method,
+    headers: { "x-api-key": api.key, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const raw = await response.text();
+  if (!response.ok) throw new Error(`${method} ${url}: ${response.status} ${raw}`);
+  return raw ? (JSON.parse(raw) as Record<string, unknown>) : {};
+}
+
+async function restCreateThenExec(api: Api): Promise<{ elapsed: number; id: string }> {
+  const started = performance.now();
+  const sandbox = await rest(api, "POST", "/v1/sandboxes", { template: TEST_TEMPLATE, timeoutSec: 0 });
+  const result = await rest(api, "POST", `/v1/sandboxes/${sandbox.id as string}/exec`, { cmd: "/bin/echo", args: ["ready"] });
+  const elapsed = performance.now() - started;
+  if (String(result.stdout).trim() !== "ready") throw new Error(`REST exec printed ${JSON.stringify(result)}`);
+  return { elapsed, id: sandbox.id as string };
+}
+
+async function agentCreateThenExec(agent: AgentUnderTest, sandboxId: string): Promise<number> {
+  const started = performance.now();
+  await agent.client.createSandbox({ sandboxId, template: TEST_TEMPLATE });
+  const result = await agent.client.exec({ sandboxId, cmd: "/bin/echo", args: ["ready"] });
+  const elapsed = performance.now() - started;
+  if (text(result.stdout).trim() !== "ready") throw new Error(`agent exec printed ${JSON.stringify(text(result.stdout))}`);
+  return elapsed;
+}
+
+interface LoadResult {
+  requestsPerSec: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  non2xx: number;
+  errors: number;
+}
+
+/** autocannon in its own process, JSON out. */
+async function load(url: string, headers: Record<string, string>): Promise<LoadResult> {
+  const args = [path.join(repoRoot, "node_modules", "autocannon", "autocannon.js"), "-c", String(CONNECTIONS), "-d", String(DURATION_SEC), "-j"];
+  for (const [name, value] of Object.entries(headers)) args.push("-H", `${name}=${value}`);
+  args.push(url);
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+  await new Promise((resolve) => child.once("exit", resolve));
+  const json = JSON.parse(out) as { requests: { average: number }; latency: { p50: number; p99: number }; non2xx: number; errors: number };
+  return { requestsPerSec: Math.round(json.requests.average), latencyP50Ms: json.latency.p50, latencyP99Ms: json.latency.p99, non2xx: json.non2xx, errors: json.errors };
+}
+
+const FLOOR_SERVER = `
+import Fastify from "fastify";
+const app = Fastify({ logger: false });
+const body = { sandboxes: [], nextCursor: null };
+app.get("/v1/sandboxes", async () => body);
+await app.listen({ host: "127.0.0.1", port: 0 });
+console.log("floor listening on " + app.server.address().port);
+`;
+
+async function main(): Promise<void> {
+  const report: Record<string, unknown> = { host: { cpus: availableParallelism(), node: process.version } };
+  const cpDataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-"));
+  let agent: AgentUnderTest | undefined;
+  let controlPlane: ChildProcess | undefined;
+  let floor: ChildProcess | undefined;
+  try {
+    agent = await startAgentProcess({ pool: POOL, table: TABLE, args: ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"] });
+    const tokenFile = path.join(cpDataDir, "agent-token");
+    await writeFile(tokenFile, agent.token, { mode: 0o600 });
+    const started = await startServer(
+      ["--import", "tsx", path.join(repoRoot, "packages", "control-plane", "src", "main.ts")],
+      { WRENN_DATA_DIR: cpDataDir, WRENN_PORT: "0", WRENN_LOCAL_AGENT: `127.0.0.1:${agent.port}`, WRENN_LOCAL_AGENT_TOKEN_FILE: tokenFile },
+      /^API(?: key)?: (\S+)$/,
+      2,
+    );
+    controlPlane = started.child;
+    const api: Api = { url: started.matches[0]![1]!, key: started.matches[1]![1]! };
+
+    // Warm-up both paths, then interleave so drift on a noisy machine hits both alike.
+    const warm = await restCreateThenExec(api);
+    await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
+    await agentCreateThenExec(agent, "warmup");
+    await agent.client.destroySandbox({ sandboxId: "warmup" });
+    const viaRest: number[] = [];
+    const direct: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const { elapsed, id } = await restCreateThenExec(api);
+      viaRest.push(elapsed);
+      await rest(api, "DELETE", `/v1/sandboxes/${id}`);
+      direct.push(await agentCreateThenExec(agent, `direct${i}`));
+      await agent.client.destroySandbox({ sandboxId: `direct${i}` });
+    }
+    const restStats = summary(viaRest);
+    const directStats = summary(direct);
+    const overhead = { p50: +(restStats.p50 - directStats.p50).toFixed(1), p95: +(restStats.p95 - directStats.p95).toFixed(1) };
+    report.createToFirstExec = { rest: restStats, agent: directStats, overheadMs: overhead };
+    console.log(`agent CreateSandbox → Exec:       p50 ${ms(directStats.p50)}, p95 ${ms(directStats.p95)} (n=${RUNS})`);
+    console.log(`REST POST /v1/sandboxes → exec:   p50 ${ms(restStats.p50)}, p95 ${ms(restStats.p95)} (n=${RUNS})`);
+    console.log(`control-plane overhead: p50 ${ms(overhead.p50)}, p95 ${ms(overhead.p95)} (goal < ${GOALS.overheadP50Ms} ms at p50)`);
+
+    // Reads: a few running sandboxes, so the list is not empty.
+    const running = [];
+    for (let i = 0; i < 3; i++) running.push((await restCreateThenExec(api)).id);
+    const listed = await rest(api, "GET", "/v1/sandboxes");
+    const floorStarted = await startServer(["--input-type=module", "-e", FLOOR_SERVER], {}, /^floor listening on (\d+)$/);
+    floor = floorStarted.child;
+    const floorUrl = `http://127.0.0.1:${floorStarted.matches[0]![1]!}/v1/sandboxes`;
+    await load(floorUrl, {}); // warm both servers' JIT the same way
+    const apiReads = await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key });
+    const floorReads = await load(floorUrl, {});
+    for (const id of running) await rest(api, "DELETE", `/v1/sandboxes/${id}`);
+    report.reads = { sandboxesListed: (listed.sandboxes as unknown[]).length, api: apiReads, floor: floorReads, ratio: +(apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
+    console.log(`bare Fastify constant JSON:       ${floorReads.requestsPerSec} req/s, p50 ${floorReads.latencyP50Ms} ms, p99 ${floorReads.latencyP99Ms} ms`);
+    console.log(
+      `GET /v1/sandboxes (${(listed.sandboxes as unknown[]).length} listed): ${apiReads.requestsPerSec} req/s, p50 ${apiReads.latencyP50Ms} ms, p99 ${apiReads.latencyP99Ms} ms, ` +
+        `non-2xx ${apiReads.non2xx} (${(100 * apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(1)}% of the floor; goal ≥ ${GOALS.readsPerSec} req/s)`,
+    );
+  } finally {
+    await stop(floor);
+    await stop(controlPlane);
+    if (agent) {
+      await agent.client.terminate({}).catch(() => undefined);
+      await new Promise<void>((resolve) => (agent!.child.exitCode !== null ? resolve() : agent!.child.once("exit", () => resolve())));
+      await removeDataDir(agent.dataDir, agent.table);
+    }
+    await rm(cpDataDir, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify(report));
+}
+
+await main();
