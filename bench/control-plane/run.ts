@@ -27,6 +27,10 @@ const CONNECTIONS = Number(values.connections);
 const GOALS = { overheadP50Ms: 10, readsPerSec: 2000 };
 const POOL = "10.243.0.0/24";
 const TABLE = `wrenn_bcp${process.pid}`;
+// The direct measurements run on an agent of their own: the control plane's reconciler destroys
+// sandboxes its agent runs that its database does not know.
+const DIRECT_POOL = "10.243.1.0/24";
+const DIRECT_TABLE = `wrenn_bcd${process.pid}`;
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 const summary = (samples: number[]) => {
@@ -134,10 +138,13 @@ async function main(): Promise<void> {
   const report: Record<string, unknown> = { host: { cpus: availableParallelism(), node: process.version } };
   const cpDataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-"));
   let agent: AgentUnderTest | undefined;
+  let directAgent: AgentUnderTest | undefined;
   let controlPlane: ChildProcess | undefined;
   let floor: ChildProcess | undefined;
   try {
-    agent = await startAgentProcess({ pool: POOL, table: TABLE, args: ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"] });
+    const agentArgs = ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"];
+    agent = await startAgentProcess({ pool: POOL, table: TABLE, args: agentArgs });
+    directAgent = await startAgentProcess({ pool: DIRECT_POOL, table: DIRECT_TABLE, args: agentArgs });
     const tokenFile = path.join(cpDataDir, "agent-token");
     await writeFile(tokenFile, agent.token, { mode: 0o600 });
     const started = await startServer(
@@ -152,16 +159,16 @@ async function main(): Promise<void> {
     // Warm-up both paths, then interleave so drift on a noisy machine hits both alike.
     const warm = await restCreateThenExec(api);
     await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
-    await agentCreateThenExec(agent, "warmup");
-    await agent.client.destroySandbox({ sandboxId: "warmup" });
+    await agentCreateThenExec(directAgent, "warmup");
+    await directAgent.client.destroySandbox({ sandboxId: "warmup" });
     const viaRest: number[] = [];
     const direct: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const { elapsed, id } = await restCreateThenExec(api);
       viaRest.push(elapsed);
       await rest(api, "DELETE", `/v1/sandboxes/${id}`);
-      direct.push(await agentCreateThenExec(agent, `direct${i}`));
-      await agent.client.destroySandbox({ sandboxId: `direct${i}` });
+      direct.push(await agentCreateThenExec(directAgent, `direct${i}`));
+      await directAgent.client.destroySandbox({ sandboxId: `direct${i}` });
     }
     const restStats = summary(viaRest);
     const directStats = summary(direct);
@@ -191,10 +198,11 @@ async function main(): Promise<void> {
   } finally {
     await stop(floor);
     await stop(controlPlane);
-    if (agent) {
-      await agent.client.terminate({}).catch(() => undefined);
-      await new Promise<void>((resolve) => (agent!.child.exitCode !== null ? resolve() : agent!.child.once("exit", () => resolve())));
-      await removeDataDir(agent.dataDir, agent.table);
+    for (const running of [agent, directAgent]) {
+      if (!running) continue;
+      await running.client.terminate({}).catch(() => undefined);
+      await new Promise<void>((resolve) => (running.child.exitCode !== null ? resolve() : running.child.once("exit", () => resolve())));
+      await removeDataDir(running.dataDir, running.table);
     }
     await rm(cpDataDir, { recursive: true, force: true });
   }
