@@ -12,6 +12,9 @@ import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { openDatabase } from "../../packages/control-plane/src/db/database.js";
+import { createRepositories } from "../../packages/control-plane/src/db/repositories.js";
+import { skipPostgres, startPostgres, type PostgresCluster } from "../../packages/control-plane/test/postgres-harness.js";
 import { TEST_TEMPLATE, removeDataDir, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 
 const { values } = parseArgs({
@@ -134,6 +137,40 @@ await app.listen({ host: "127.0.0.1", port: 0 });
 console.log("floor listening on " + app.server.address().port);
 `;
 
+/**
+ * The same read load on a control plane over a private PostgreSQL cluster (no agent: the rows
+ * are written straight into its database, as many as the PGlite run listed).
+ */
+async function readsOnPostgres(rows: number): Promise<LoadResult> {
+  let cluster: PostgresCluster | undefined;
+  let child: ChildProcess | undefined;
+  const dataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-pg-"));
+  try {
+    cluster = await startPostgres();
+    const started = await startServer(
+      ["--import", "tsx", path.join(repoRoot, "packages", "control-plane", "src", "main.ts")],
+      { WRENN_DATA_DIR: dataDir, WRENN_PORT: "0", DATABASE_URL: cluster.url },
+      /^API(?: key)?: (\S+)$/,
+      2,
+    );
+    child = started.child;
+    const api: Api = { url: started.matches[0]![1]!, key: started.matches[1]![1]! };
+    const team = await rest(api, "GET", "/v1/teams/current");
+    const database = await openDatabase({ url: cluster.url });
+    const repos = createRepositories(database.db);
+    for (let i = 0; i < rows; i++) {
+      await repos.sandboxes.create({ id: `benchpg${i}`, teamId: team.id as string, template: TEST_TEMPLATE, vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 0, metadata: {}, allowOut: [], denyOut: [] });
+    }
+    await database.close();
+    await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key }); // JIT warm-up, as for the others
+    return await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key });
+  } finally {
+    await stop(child);
+    await cluster?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const report: Record<string, unknown> = { host: { cpus: availableParallelism(), node: process.version } };
   const cpDataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-"));
@@ -189,6 +226,12 @@ async function main(): Promise<void> {
     const apiReads = await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key });
     const floorReads = await load(floorUrl, {});
     for (const id of running) await rest(api, "DELETE", `/v1/sandboxes/${id}`);
+    const listedCount = (listed.sandboxes as unknown[]).length;
+    if (!skipPostgres) {
+      const pg = await readsOnPostgres(listedCount);
+      report.readsOnPostgres = { api: pg, ratio: +(pg.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
+      console.log(`GET /v1/sandboxes on PostgreSQL (${listedCount} rows): ${pg.requestsPerSec} req/s, p50 ${pg.latencyP50Ms} ms, p99 ${pg.latencyP99Ms} ms, non-2xx ${pg.non2xx}`);
+    }
     report.reads = { sandboxesListed: (listed.sandboxes as unknown[]).length, api: apiReads, floor: floorReads, ratio: +(apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
     console.log(`bare Fastify constant JSON:       ${floorReads.requestsPerSec} req/s, p50 ${floorReads.latencyP50Ms} ms, p99 ${floorReads.latencyP99Ms} ms`);
     console.log(

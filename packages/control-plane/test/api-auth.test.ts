@@ -19,6 +19,7 @@ import { buildApi, type Api } from "../src/api/server.js";
 import { loadConfig } from "../src/config.js";
 import { openDatabase, type Database } from "../src/db/database.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
+import { AUTH_CACHE_TTL_MS } from "../src/api/auth-cache.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -100,10 +101,23 @@ describe("the API on an in-memory database", () => {
     assert.equal((await call("GET", "/v1/teams/current", "not-a-wrenn-key")).status, 401);
     const team = await newTeam();
     assert.equal((await call("GET", "/v1/teams/current", team.secret)).status, 200);
-    await repos.apiKeys.revoke(team.teamId, team.keyId);
+    assert.equal((await call("DELETE", `/v1/api-keys/${team.keyId}`, team.secret)).status, 204);
     const revoked = await call("GET", "/v1/teams/current", team.secret);
-    assert.equal(revoked.status, 401);
+    assert.equal(revoked.status, 401, "revoked through this control plane: refused at once");
     assert.match(revoked.body.message, /revoked/);
+  });
+
+  test("a key revoked through another control plane (the database alone) is refused within the auth cache's TTL", async () => {
+    const team = await newTeam();
+    assert.equal((await call("GET", "/v1/teams/current", team.secret)).status, 200);
+    await repos.apiKeys.revoke(team.teamId, team.keyId);
+    const deadline = Date.now() + AUTH_CACHE_TTL_MS + 1000;
+    let status = 200;
+    while (status === 200 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      status = (await call("GET", "/v1/teams/current", team.secret)).status;
+    }
+    assert.equal(status, 401);
   });
 
   test("X-API-Key and Authorization: Bearer both authenticate, to the key's team", async () => {

@@ -1,6 +1,7 @@
 // Who is calling: an API key from `X-API-Key` (what the e2b SDK sends) or `Authorization: Bearer`.
 import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify";
 import type { Repositories } from "../db/repositories.js";
+import type { AuthCache } from "./auth-cache.js";
 import type { Team } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 
@@ -38,17 +39,23 @@ export function presentedApiKey(request: FastifyRequest): string | undefined {
 }
 
 /** onRequest hook: resolves the API key into `request.auth`, or answers 401. */
-export function authenticate(repos: Repositories): onRequestAsyncHookHandler {
+export function authenticate(repos: Repositories, cache: AuthCache): onRequestAsyncHookHandler {
   return async (request) => {
     if (request.routeOptions.config.public) return;
     const secret = presentedApiKey(request);
     if (!secret) throw new WrennError("unauthenticated", `Missing API key. ${HOW_TO_AUTHENTICATE}`);
+    const cached = cache.get(secret);
+    if (cached) {
+      request.auth = cached;
+      return;
+    }
     const apiKey = await repos.apiKeys.findBySecret(secret);
     const team = apiKey && (await repos.teams.get(apiKey.teamId));
     if (!apiKey || !team) {
       throw new WrennError("unauthenticated", `Invalid or revoked API key (${secret.slice(0, 8)}…). ${HOW_TO_AUTHENTICATE}`);
     }
     request.auth = { teamId: team.id, team, apiKeyId: apiKey.id, userId: null, isAdmin: team.isAdmin };
+    cache.set(secret, request.auth);
   };
 }
 

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { ControlPlaneConfig } from "../config.js";
 import type { Database } from "../db/database.js";
 import type { Repositories } from "../db/repositories.js";
+import type { AuthCache } from "./auth-cache.js";
 import { WrennError } from "../errors.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { SandboxService } from "../sandboxes/service.js";
@@ -46,6 +47,8 @@ export interface RateLimiters {
 export interface RouteModuleOptions {
   deps: ApiDeps;
   rateLimiters: RateLimiters;
+  /** Resolved API keys; clear it when a key or team changes (revocation). */
+  authCache: AuthCache;
 }
 
 /**

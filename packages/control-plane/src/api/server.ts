@@ -6,6 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type RawServerDe
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import { recordAudit } from "./audit-recorder.js";
 import { authenticate, type RequestAuth } from "./auth.js";
+import { AuthCache } from "./auth-cache.js";
 import type { ApiDeps, RateLimiters, RouteModules } from "./deps.js";
 import { errorHandler, notFoundHandler } from "./error-responses.js";
 import { registerOpenApi } from "./openapi.js";
@@ -39,14 +40,15 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
 
   await registerOpenApi(app, { version: packageVersion, publicUrl: deps.config.publicUrl });
   await app.register(rateLimit, { global: false, hook: "preHandler" });
+  const authCache = new AuthCache();
   const rateLimiters: RateLimiters = {
     sandboxCreate: perKeyRateLimit(app, deps.config.sandboxCreateRateLimit, "sandbox creates"),
   };
 
   await app.register(async (authenticated) => {
-    authenticated.addHook("onRequest", authenticate(deps.repos));
-    for (const module of modules.v1) await authenticated.register(module, { prefix: "/v1", deps, rateLimiters });
-    for (const module of modules.root) await authenticated.register(module, { deps, rateLimiters });
+    authenticated.addHook("onRequest", authenticate(deps.repos, authCache));
+    for (const module of modules.v1) await authenticated.register(module, { prefix: "/v1", deps, rateLimiters, authCache });
+    for (const module of modules.root) await authenticated.register(module, { deps, rateLimiters, authCache });
   });
   return app;
 }

@@ -31,7 +31,7 @@ export const toApiKeyView = (key: ApiKey): z.infer<typeof ApiKeyView> => ({
 
 export const ApiKeyName = z.string().trim().min(1).max(100);
 
-export const apiKeyRoutes: RouteModule = async (app, { deps }) => {
+export const apiKeyRoutes: RouteModule = async (app, { deps, authCache }) => {
   const { repos } = deps;
 
   app.get(
@@ -81,6 +81,7 @@ export const apiKeyRoutes: RouteModule = async (app, { deps }) => {
     },
     async (request, reply) => {
       if (!(await repos.apiKeys.revoke(request.auth.teamId, request.params.id))) throw notFound("API key", request.params.id);
+      authCache.clear();
       request.auditResource = { type: "api_key", id: request.params.id };
       return reply.code(204).send(null);
     },
