@@ -74,7 +74,9 @@ for (const run of RUNS) {
       assert.deepEqual(none.sandboxes, []);
 
       // Exec, collected.
-      const echoed = await json(await call(teamA, "POST", `${base}/exec`, { cmd: "/bin/sh", args: ["-c", "echo out; echo err >&2; exit 3"] }));
+      const echoResponse = await call(teamA, "POST", `${base}/exec`, { cmd: "/bin/sh", args: ["-c", "echo out; echo err >&2; exit 3"] });
+      assert.match(echoResponse.headers.get("server-timing") ?? "", /^agent;dur=\d+(\.\d)?$/, "the time spent waiting on the host agent");
+      const echoed = await json(echoResponse);
       assert.deepEqual(echoed, { stdout: "out\n", stderr: "err\n", exitCode: 3 });
       const piped = await json(await call(teamA, "POST", `${base}/exec`, { cmd: "cat", stdin: "piped ✓" }));
       assert.equal(piped.stdout, "piped ✓");

@@ -17,6 +17,7 @@ import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.j
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
 import { FINAL_STATUSES, transitionSandbox } from "./transitions.js";
+import { AgentTime } from "./agent-time.js";
 
 export const SANDBOX_DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 } as const;
 /** Booting (or taking from the warm pool) and waiting for envd. */
@@ -116,7 +117,7 @@ export class SandboxService {
    * fails for host reasons), the agent's CreateSandbox, then `running`. When `signal` aborts
    * before it returns, the sandbox is destroyed again and the call fails: nothing is left half-made.
    */
-  async create(teamId: string, input: CreateSandboxInput, options: { signal?: AbortSignal } = {}): Promise<Sandbox> {
+  async create(teamId: string, input: CreateSandboxInput, options: { signal?: AbortSignal; agentTime?: AgentTime } = {}): Promise<Sandbox> {
     const { signal } = options;
     const shape = {
       vcpus: positiveInteger(input.vcpus ?? SANDBOX_DEFAULTS.vcpus, "vcpus"),
@@ -142,7 +143,7 @@ export class SandboxService {
     try {
       placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
         await this.repos.sandboxes.update(sandbox.id, { hostId: host.id });
-        const created = await callAgent(
+        const created = await measured(options.agentTime, callAgent(
           this.options.registry.client(host).createSandbox(
             {
               sandboxId: sandbox.id,
@@ -157,7 +158,7 @@ export class SandboxService {
             { timeoutMs: CREATE_TIMEOUT_MS },
           ),
           host.id,
-        );
+        ));
         return { hostIp: created.hostIp, envdVersion: created.envdVersion };
       });
     } catch (err) {
@@ -296,18 +297,18 @@ export class SandboxService {
   }
 
   /** Runs a command and returns its whole output. */
-  async exec(teamId: string, sandboxId: string, input: ExecInput, options: { signal?: AbortSignal } = {}): Promise<ExecResult> {
+  async exec(teamId: string, sandboxId: string, input: ExecInput, options: { signal?: AbortSignal; agentTime?: AgentTime } = {}): Promise<ExecResult> {
     const sandbox = await this.get(teamId, sandboxId);
     requireStatus(sandbox, ["running"]);
     const { host, client } = await this.connect(sandbox);
     const timeoutSec = input.timeoutSec ?? DEFAULT_EXEC_TIMEOUT_SEC;
-    const result = await callAgent(
+    const result = await measured(options.agentTime, callAgent(
       client.exec(
         { sandboxId, cmd: input.cmd, args: input.args ?? [], envs: input.envs ?? {}, cwd: input.cwd ?? "", user: input.user ?? "", stdin: input.stdin, timeoutSec },
         { signal: options.signal, timeoutMs: (timeoutSec + 10) * 1000 },
       ),
       host.id,
-    ).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
+    )).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
     return { stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode, ...(result.error ? { error: result.error } : {}) };
   }
 
@@ -523,6 +524,11 @@ export class SandboxService {
 }
 
 /** 20 lowercase letters and digits, like E2B's sandbox ids (host names split on '-', so none here). */
+/** The call, timed into `agentTime` when there is one. */
+function measured<T>(agentTime: AgentTime | undefined, call: Promise<T>): Promise<T> {
+  return agentTime ? agentTime.measure(call) : call;
+}
+
 export function newSandboxId(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   let id = "";

@@ -10,6 +10,7 @@ import type { ExecEvent } from "../../sandboxes/service.js";
 import { auditEntryFor } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
+import { AgentTime } from "../../sandboxes/agent-time.js";
 
 /** The error statuses sandbox operations answer with beyond the common ones (conflicts, hosts down, disks full). */
 export const sandboxErrorResponses = { ...errorResponses, 409: ErrorBody, 503: ErrorBody, 507: ErrorBody } as const;
@@ -188,9 +189,10 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
     async (request, reply) => {
       const signal = disconnectSignal(request, reply);
       const service = sandboxes();
+      const agentTime = new AgentTime();
       let sandbox: Sandbox;
       try {
-        sandbox = await service.create(request.auth.teamId, request.body, { signal });
+        sandbox = await service.create(request.auth.teamId, request.body, { signal, agentTime });
       } catch (err) {
         if (!signal.aborted) throw err;
         request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
@@ -202,7 +204,7 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
         return reply.hijack();
       }
       request.auditResource = { type: "sandbox", id: sandbox.id };
-      reply.code(201);
+      reply.code(201).header("server-timing", agentTime.header());
       return { ...toSandboxView(sandbox), envdAccessToken: sandbox.envdAccessToken ?? "" };
     },
   );
@@ -347,12 +349,14 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
       request.auditResource = { type: "sandbox", id: request.params.id };
       const { stdin, ...command } = request.body;
       const signal = disconnectSignal(request, reply);
+      const agentTime = new AgentTime();
       const result = await sandboxes().exec(
         request.auth.teamId,
         request.params.id,
         { ...command, ...(stdin === undefined ? {} : { stdin: Buffer.from(stdin, "utf8") }) },
-        { signal },
+        { signal, agentTime },
       );
+      reply.header("server-timing", agentTime.header());
       return { stdout: utf8(result.stdout), stderr: utf8(result.stderr), exitCode: result.exitCode, ...(result.error ? { error: result.error } : {}) };
     },
   );
