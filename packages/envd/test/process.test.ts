@@ -68,6 +68,13 @@ describe("process service", () => {
     assert.deepEqual([r.exitCode, r.exited, r.status], [3, true, "exit status 3"]);
   });
 
+  test("output printed only at the end of a longer run is never lost, even with many commands at once", async () => {
+    // Each runs longer than envd's idle-after-exit window before printing: its output may still
+    // be unread in the pipe when 'exit' arrives, and must not count as a quiet pipe.
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => run("/bin/sh", ["-c", `sleep 0.15; echo ${i}`])));
+    assert.deepEqual(results.map((r) => r.stdout), Array.from({ length: 40 }, (_, i) => `${i}\n`));
+  });
+
   test("every protocol envd serves runs a command", async () => {
     for (const [name, transport] of Object.entries(allTransports(envd.url))) {
       const client = createClient(Process, transport);

@@ -232,7 +232,10 @@ export class ManagedProcess {
     const ended = Promise.all(outputs.map((s) => once(s, "close").catch(() => undefined)));
     const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
     // Output written just before exit is still in the pipes: read it, unless a background
-    // child keeps them open, in which case stop once they have been quiet for a while.
+    // child keeps them open, in which case stop once they have been quiet for a while. Quiet
+    // counts from the exit at the earliest: a process that printed only at its end has had no
+    // data read yet when 'exit' comes, and must not look idle since it started.
+    lastData = Math.max(lastData, Date.now());
     let settled = false;
     void ended.then(() => (settled = true));
     while (!settled) {
