@@ -9,7 +9,7 @@ import type { Host, Sandbox } from "../db/schema.js";
 import { WrennError, type ErrorCode } from "../errors.js";
 import { agentError } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
-import { FINAL_STATUSES } from "./transitions.js";
+import { requireStatus } from "./transitions.js";
 import type { SandboxService } from "./service.js";
 
 /** envd's port inside every sandbox (E2B's). */
@@ -103,8 +103,9 @@ export class EnvdFiles {
     rpc: (client: FilesystemClient, callOptions: { headers: Record<string, string>; signal?: AbortSignal; timeoutMs: number }) => Promise<T>,
   ): Promise<T> {
     const sandbox = await this.options.sandboxes.get(teamId, sandboxId);
-    requireRunning(sandbox);
-    const { host } = await this.options.registry.connect(sandbox.hostId!);
+    requireStatus(sandbox, ["running"]);
+    if (!sandbox.hostId) throw new WrennError("unavailable", `sandbox ${sandbox.id} has no host`);
+    const { host } = await this.options.registry.connect(sandbox.hostId);
     const { client, token } = this.client(host);
     const headers: Record<string, string> = {
       "x-wrenn-sandbox-id": sandbox.id,
@@ -129,15 +130,6 @@ export class EnvdFiles {
     }
     return { client, token };
   }
-}
-
-/** The same answers as the sandbox service gives for a sandbox that is not running. */
-function requireRunning(sandbox: Sandbox): void {
-  if (sandbox.status === "running" && sandbox.hostId) return;
-  if (FINAL_STATUSES.includes(sandbox.status)) throw new WrennError("not_found", `sandbox ${sandbox.id} is ${sandbox.status}`);
-  if (sandbox.status === "unknown") throw new WrennError("unavailable", `sandbox ${sandbox.id}'s host is not answering; try again later`);
-  const hint = sandbox.status === "paused" ? "; resume it first" : sandbox.status === "starting" ? "; wait until it runs" : "";
-  throw new WrennError("failed_precondition", `sandbox ${sandbox.id} is ${sandbox.status}${hint}`);
 }
 
 function envdError(err: unknown, sandbox: Sandbox, host: Host): WrennError {

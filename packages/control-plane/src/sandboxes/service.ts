@@ -16,7 +16,7 @@ import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
-import { FINAL_STATUSES, transitionSandbox } from "./transitions.js";
+import { FINAL_STATUSES, requireStatus, transitionSandbox } from "./transitions.js";
 import { AgentTime } from "./agent-time.js";
 
 export const SANDBOX_DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 } as const;
@@ -534,15 +534,6 @@ export function newSandboxId(): string {
   let id = "";
   for (let i = 0; i < 20; i++) id += alphabet[randomInt(alphabet.length)];
   return id;
-}
-
-/** Throws unless the sandbox is in one of `statuses`, with the error a caller can act on. */
-function requireStatus(sandbox: Sandbox, statuses: readonly SandboxStatus[]): void {
-  if (statuses.includes(sandbox.status)) return;
-  if (FINAL_STATUSES.includes(sandbox.status)) throw new WrennError("not_found", `sandbox ${sandbox.id} is ${sandbox.status}`);
-  if (sandbox.status === "unknown") throw new WrennError("unavailable", `sandbox ${sandbox.id}'s host is not answering; try again later`);
-  const hint = sandbox.status === "paused" ? "; resume it first" : sandbox.status === "starting" ? "; wait until it runs" : "";
-  throw new WrennError("failed_precondition", `sandbox ${sandbox.id} is ${sandbox.status}${hint}`);
 }
 
 function positiveInteger(value: number, field: string): number {

@@ -6,6 +6,7 @@ import { createRepositories } from "../db/repositories.js";
 import type { Sandbox, SandboxStatus } from "../db/schema.js";
 import type { SandboxChanges } from "../db/sandboxes.js";
 import type { UsageIncrement } from "../db/usage.js";
+import { WrennError } from "../errors.js";
 
 export interface SandboxTransition {
   from: readonly SandboxStatus[];
@@ -17,6 +18,19 @@ export interface SandboxTransition {
 
 /** Statuses in which a sandbox is not running and never will be again. */
 export const FINAL_STATUSES: readonly SandboxStatus[] = ["stopped", "error"];
+
+/**
+ * Throws what a caller should hear when the sandbox is not in one of `statuses`: not_found once
+ * it has ended, unavailable while its host is silent, failed_precondition (with a hint) otherwise.
+ */
+export function requireStatus(sandbox: Sandbox, statuses: readonly SandboxStatus[]): void {
+  if (statuses.includes(sandbox.status)) return;
+  if (FINAL_STATUSES.includes(sandbox.status)) throw new WrennError("not_found", `sandbox ${sandbox.id} is ${sandbox.status}`);
+  if (sandbox.status === "unknown") throw new WrennError("unavailable", `sandbox ${sandbox.id}'s host is not answering; try again later`);
+  const hint = sandbox.status === "paused" ? "; resume it first" : sandbox.status === "starting" ? "; wait until it runs" : "";
+  throw new WrennError("failed_precondition", `sandbox ${sandbox.id} is ${sandbox.status}${hint}`);
+}
+
 /** Statuses of a sandbox that exists on a host (or may: `unknown`). */
 export const LIVE_STATUSES: readonly SandboxStatus[] = ["running", "paused", "unknown"];
 
