@@ -131,6 +131,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     resolveTerminated();
   };
 
+  let proxyPort = 0; // the RPC server answers before the proxy listens
   const service = hostAgentService({
     manager,
     templates,
@@ -141,7 +142,6 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     proxyPort: () => proxyPort,
     terminate: () => void terminate().catch((err: unknown) => log.error({ err }, "terminate failed")),
   });
-  let proxyPort = 0; // the RPC server answers before the proxy listens
   const rpc = await startRpcServer({ host: config.host, port: config.port, token: config.token, service });
   const proxy = await startPortProxy({
     host: config.proxyHost,
@@ -170,7 +170,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       .finally(() => (reaping = false));
   }, config.reaperIntervalMs);
   metrics.start();
-  manager.startWarmPool();
+  manager.warmPool.start(); // after rediscovery and the orphan sweep: it builds new sandboxes
   log.info({ rpcPort: rpc.port, proxyPort: proxy.port, runtimes: [...drivers.keys()] }, "host agent ready");
   return { rpcPort: rpc.port, proxyPort: proxy.port, manager, probes, stop, terminate, terminated };
 }

@@ -230,15 +230,20 @@ export class SandboxManager {
     return warm;
   }
 
+  /** Whether `sandboxes` more idle sandboxes would leave the host its reserve, and what is available. */
+  private async memoryFor(sandboxes: number): Promise<{ fits: boolean; availableMb: number }> {
+    const { availableMb } = await hostMemoryMb();
+    return { fits: availableMb - sandboxes * this.options.sandboxBaseCostMb >= this.options.memoryReserveMb, availableMb };
+  }
+
   /** Admits a create that boots: refuses when the host is short, after giving back warm sandboxes. */
   private async ensureCapacity(): Promise<void> {
     const { pool, memoryReserveMb, sandboxBaseCostMb } = this.options;
     for (;;) {
-      const { availableMb } = await hostMemoryMb();
-      const memoryShort = availableMb - sandboxBaseCostMb < memoryReserveMb;
-      if (!memoryShort && pool.used < pool.total) return;
+      const { fits, availableMb } = await this.memoryFor(1);
+      if (fits && pool.used < pool.total) return;
       if (await this.warmPool.evictOne()) continue;
-      if (!memoryShort) return; // allocate() reports the exhausted pool
+      if (fits) return; // allocate() reports the exhausted pool
       throw new HostCapacityError(
         `not enough memory on this host: ${availableMb} MiB available, a sandbox needs ~${sandboxBaseCostMb} MiB and ${memoryReserveMb} MiB stay reserved`,
       );
@@ -247,9 +252,8 @@ export class SandboxManager {
 
   /** A pooled sandbox is kept only while a create would still fit beside it. */
   private async hasRoomForWarm(): Promise<boolean> {
-    const { pool, memoryReserveMb, sandboxBaseCostMb } = this.options;
-    const { availableMb } = await hostMemoryMb();
-    return availableMb - 2 * sandboxBaseCostMb >= memoryReserveMb && pool.used + 1 < pool.total;
+    const { pool } = this.options;
+    return (await this.memoryFor(2)).fits && pool.used + 1 < pool.total;
   }
 
   private async buildWarm(template: string): Promise<Sandbox> {
@@ -270,11 +274,6 @@ export class SandboxManager {
     do runtimeId = newSandboxId();
     while (taken.has(runtimeId));
     return runtimeId;
-  }
-
-  /** Starts keeping the warm pool full (after rediscovery and the orphan sweep). */
-  startWarmPool(): void {
-    this.warmPool.start();
   }
 
   /** Deletes a template, first giving back the warm sandboxes that hold it. */
