@@ -330,10 +330,18 @@ describe("the host agent", { skip: skipAgent }, () => {
   test("the port proxy forwards HTTP to a port a sandbox listens on", async (t) => {
     destroyAfter(t, () => agent, "web1");
     await agent.client.createSandbox({ sandboxId: "web1", template: TEST_TEMPLATE });
-    await sh(agent, "web1", "mkdir -p /srv && echo served > /srv/index.html && (httpd -p 8080 -h /srv &) ; sleep 0.3");
-    const viaHeaders = await fetch(`http://127.0.0.1:${agent.proxyPort}/index.html`, {
-      headers: { "x-wrenn-sandbox-id": "web1", "x-wrenn-sandbox-port": "8080", "x-wrenn-host-token": agent.token },
-    });
+    await sh(agent, "web1", "mkdir -p /srv && echo served > /srv/index.html && (httpd -p 8080 -h /srv &)");
+    // httpd listens a moment after the shell returns (longer on a loaded host): until then the proxy
+    // rightly answers 502, so wait for the port rather than for a fixed time.
+    const fetchIndex = () =>
+      fetch(`http://127.0.0.1:${agent.proxyPort}/index.html`, {
+        headers: { "x-wrenn-sandbox-id": "web1", "x-wrenn-sandbox-port": "8080", "x-wrenn-host-token": agent.token },
+      });
+    let viaHeaders = await fetchIndex();
+    for (const deadline = Date.now() + 10_000; viaHeaders.status === 502 && Date.now() < deadline; viaHeaders = await fetchIndex()) {
+      await viaHeaders.arrayBuffer();
+      await sleep(100);
+    }
     assert.equal(viaHeaders.status, 200);
     assert.equal(await viaHeaders.text(), "served\n");
     // fetch() may not set Host; http.request does, as a browser reaching {port}-{id}.{domain} would.
