@@ -15,9 +15,11 @@ export interface ControlPlaneConfig {
   /** Address the API listens on. 127.0.0.1 by default, so a fresh install is not open to the network. */
   host: string;
   port: number;
-  /** postgres:// URL of a PostgreSQL server; when absent the embedded PGlite in `dataDir` is used. */
+  /** postgres:// URL of a PostgreSQL server; when absent an embedded database in `dataDir` is used. */
   databaseUrl: string | undefined;
-  /** Where the control plane keeps its files: the PGlite database and the bootstrap admin key. */
+  /** Which embedded database to run; when absent, chosen by chooseEmbedded() (PostgreSQL when installed). */
+  embeddedDatabase: "postgres" | "pglite" | undefined;
+  /** Where the control plane keeps its files: the embedded database, the secret key and the bootstrap admin key. */
   dataDir: string;
   /** The URL users reach the API at (behind a proxy, say); printed and put in the OpenAPI servers. */
   publicUrl: string | undefined;
@@ -41,6 +43,7 @@ const environment = z.object({
   WRENN_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must start with postgres:// or postgresql://").optional(),
   WRENN_DATA_DIR: z.string().min(1).default(".data/control-plane"),
+  WRENN_EMBEDDED_DB: z.enum(["postgres", "pglite"]).optional(),
   WRENN_PUBLIC_URL: z.url().optional(),
   WRENN_TRUST_PROXY: z.enum(["true", "false", "1", "0"]).default("false"),
   WRENN_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -67,6 +70,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     host: values.WRENN_HOST,
     port: values.WRENN_PORT,
     databaseUrl: values.DATABASE_URL,
+    embeddedDatabase: values.WRENN_EMBEDDED_DB,
     dataDir: path.resolve(cwd, values.WRENN_DATA_DIR),
     publicUrl: values.WRENN_PUBLIC_URL?.replace(/\/+$/, ""),
     trustProxy: values.WRENN_TRUST_PROXY === "true" || values.WRENN_TRUST_PROXY === "1",

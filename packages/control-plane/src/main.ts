@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { buildApi } from "./api/server.js";
 import { bootstrapAdmin } from "./bootstrap.js";
 import { loadConfig, loadSecretKey } from "./config.js";
-import { openDatabase } from "./db/database.js";
+import { chooseEmbedded, openDatabase } from "./db/database.js";
 import { createRepositories } from "./db/repositories.js";
 import type { HostRegistry } from "./hosts/registry.js";
 import { createOrchestration } from "./orchestration/orchestrator.js";
@@ -19,10 +19,15 @@ const config = loadConfig();
 const logger = pino({ name: "control-plane", level: config.logLevel });
 process.on("unhandledRejection", (err) => logger.fatal({ err }, "unhandled rejection"));
 
+const embedded = config.databaseUrl === undefined ? chooseEmbedded(config.dataDir, config.embeddedDatabase) : undefined;
+if (embedded?.reason) logger.warn({ reason: embedded.reason }, `embedded database: ${embedded.choice}`);
+else if (embedded) logger.info(`embedded database: ${embedded.choice} in ${config.dataDir}`);
 const database = await openDatabase({
   url: config.databaseUrl,
   dataDir: config.dataDir,
-  onConnectionError: (err) => logger.warn({ err }, "database connection lost; reconnecting on the next query"),
+  embedded: embedded?.choice,
+  // The error carries the whole client; its message and code say enough.
+  onConnectionError: (err) => logger.warn({ error: err.message, code: (err as { code?: string }).code }, "database connection lost; reconnecting on the next query"),
 });
 const repos = createRepositories(database.db);
 const admin = await bootstrapAdmin(repos, config.dataDir, logger);
