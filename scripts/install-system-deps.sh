@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Wrenn's build and tests need, only when missing.
 set -euo pipefail
-# postgresql-15: the control plane's tests run each DB case on a private PostgreSQL cluster too.
+# postgresql-15: the control plane runs a private PostgreSQL cluster in its data dir (its embedded
+# database; make up); the tests run each DB case on one too.
 packages=(tini busybox-static runsc iproute2 nftables e2fsprogs util-linux mmdebstrap postgresql-15)
 missing=()
 for pkg in "${packages[@]}"; do
