@@ -209,6 +209,7 @@ for (const run of RUNS) {
           ["POST", `${base}/exec`, { cmd: "true" }],
           ["POST", `${base}/exec/stream`, { cmd: "true" }],
           ["GET", `${base}/metrics?range=10m`],
+          ["GET", `${base}/logs`],
           ["POST", `${base}/files?path=/tmp/`, undefined, form()],
           ["PUT", `${base}/files?path=/tmp/x`, undefined, put()],
           ["GET", `${base}/files?path=/etc/hostname`],

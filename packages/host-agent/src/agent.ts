@@ -6,6 +6,7 @@ import path from "node:path";
 import { raiseHostLimits } from "./host/limits.js";
 import { logger } from "./logging/logger.js";
 import { startPortProxy } from "./proxy/port-proxy.js";
+import { capConsoleLogs } from "./sandbox/logs/console-log.js";
 import { SandboxManager } from "./sandbox/manager.js";
 import { MetricsSampler } from "./sandbox/metrics/sampler.js";
 import { Firewall } from "./sandbox/network/firewall.js";
@@ -165,6 +166,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       await manager.reapExited();
       await manager.reapIdle();
       manager.warmPool.refill();
+      await capConsoleLogs(manager.list());
     })()
       .catch((err: unknown) => log.error({ err }, "reaper pass failed"))
       .finally(() => (reaping = false));

@@ -18,6 +18,7 @@ import { availableParallelism } from "node:os";
 import { statfs } from "node:fs/promises";
 import { hostMemoryBytes } from "../host/memory.js";
 import { InvalidRequestError } from "../sandbox/errors.js";
+import { readConsoleLog } from "../sandbox/logs/console-log.js";
 import type { SandboxManager, Sandbox } from "../sandbox/manager.js";
 import type { MetricsSampler } from "../sandbox/metrics/sampler.js";
 import type { RuntimeName, RuntimeProbe } from "../sandbox/runtime/driver.js";
@@ -209,6 +210,13 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
       manager.get(req.sandboxId);
       const tiers = metrics.metrics(req.sandboxId);
       return { points: tiers ? tiers.points(req.range || "10m").map(metricPoint) : [] };
+    }),
+
+    // Not activity: reading a sandbox's logs must not keep it from being auto-paused.
+    getSandboxLogs: unary(async (req) => {
+      const sandbox = manager.get(req.sandboxId);
+      const entries = await readConsoleLog(sandbox.dir, { startMs: Number(req.startUnixMs), limit: req.limit });
+      return { entries: entries.map(({ timestampMs, ...entry }) => ({ ...entry, timestampUnixMs: BigInt(timestampMs) })) };
     }),
 
     flushSandboxMetrics: unary(async (req) => {

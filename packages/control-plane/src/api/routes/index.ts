@@ -6,12 +6,13 @@ import { auditRoutes } from "./audit.js";
 import { fileRoutes } from "./files.js";
 import { healthRoutes } from "./health.js";
 import { hostRoutes } from "./hosts.js";
+import { sandboxLogRoutes } from "./sandbox-logs.js";
 import { sandboxRoutes } from "./sandboxes.js";
 import { teamRoutes } from "./teams.js";
 import { templateRoutes } from "./templates.js";
 import { usageRoutes } from "./usage.js";
 
 export const routeModules: RouteModules = {
-  v1: [teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, fileRoutes, templateRoutes, hostRoutes],
+  v1: [teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, templateRoutes, hostRoutes],
   root: [healthRoutes],
 };
