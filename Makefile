@@ -39,12 +39,18 @@ envd: deps system-deps
 base-template: system-deps
 	bash scripts/build-base-template.sh $(WRENN_DATA_DIR)/agent
 
+# envd for `make up`, rebuilt only when its sources change: a rebuild swaps build/opt-wrenn (each
+# sandbox's /opt/wrenn) under the sandboxes the previous `make up` left running.
+ENVD_BUILT := build/opt-wrenn/envd.argv
+$(ENVD_BUILT): $(NODE_MODULES_STAMP) scripts/build-envd.sh packages/envd/package.json $(shell find packages/envd/src -type f) | system-deps
+	bash scripts/build-envd.sh
+
 # The whole stack in the foreground, as root (scripts/up.ts): the host agent (data in .data/agent,
 # RPC on 127.0.0.1:5008, port proxy on 127.0.0.1:5009, two `base` sandboxes kept warm), then the
 # control plane (embedded database in .data/control-plane, API on 127.0.0.1:8080 or WRENN_PORT)
 # with that agent as its host. Prints the API URL and admin key; Ctrl-C stops both.
-# More host agent flags: make up UP_AGENT_FLAGS="--pool 10.201.0.0/16".
-up: deps envd base-template
+# More host agent flags: make up UP_AGENT_FLAGS="--pool 10.201.0.0/16 --port 5108 --proxy-port 5109".
+up: deps $(ENVD_BUILT) base-template
 	node --import tsx scripts/up.ts --data-dir $(WRENN_DATA_DIR) -- $(UP_AGENT_FLAGS)
 
 test: deps system-deps

@@ -47,16 +47,20 @@ function start(command: string[], env: NodeJS.ProcessEnv): ChildProcess {
 const exited = (child: ChildProcess) =>
   new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once("exit", () => resolve())));
 
-async function stopChild(child: ChildProcess | undefined, name: string): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  say(`stopping the ${name}…`);
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => {
-    say(`the ${name} did not stop within ${STOP_GRACE_MS / 1000} s; killing it`);
-    child.kill("SIGKILL");
-  }, STOP_GRACE_MS);
-  await exited(child);
-  clearTimeout(timer);
+/** Stops a child with SIGTERM (SIGKILL after the grace); true when it stopped cleanly (exit code 0). */
+async function stopChild(child: ChildProcess | undefined, name: string): Promise<boolean> {
+  if (!child) return true;
+  if (child.exitCode === null && child.signalCode === null) {
+    say(`stopping the ${name}…`);
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => {
+      say(`the ${name} did not stop within ${STOP_GRACE_MS / 1000} s; killing it`);
+      child.kill("SIGKILL");
+    }, STOP_GRACE_MS);
+    await exited(child);
+    clearTimeout(timer);
+  }
+  return child.exitCode === 0;
 }
 
 let agent: ChildProcess | undefined;
@@ -65,10 +69,11 @@ let stopping: Promise<void> | undefined;
 
 function stopAll(exitCode: number): Promise<void> {
   stopping ??= (async () => {
-    await stopChild(controlPlane, "control plane");
-    await stopChild(agent, "host agent");
-    say("stopped; sandboxes keep running and the next `make up` takes them back");
-    process.exit(exitCode);
+    const clean = [await stopChild(controlPlane, "control plane"), await stopChild(agent, "host agent")].every(Boolean);
+    const code = exitCode || (clean ? 0 : 1);
+    // make reports only "Interrupt" after a Ctrl-C, whatever this exits with: say how it went.
+    say(`${code === 0 ? "stopped cleanly" : `stopped after a failure (exit code ${code})`}; sandboxes keep running and the next \`make up\` takes them back`);
+    process.exit(code);
   })();
   return stopping;
 }

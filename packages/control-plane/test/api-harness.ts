@@ -7,7 +7,7 @@ import { loadConfig, type ControlPlaneConfig } from "../src/config.js";
 import { openDatabase, type Database } from "../src/db/database.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
 import { createOrchestration, type Orchestration } from "../src/orchestration/orchestrator.js";
-import { removeAgent, startManagedAgent, type ManagedAgent } from "./orchestration-harness.js";
+import { removeAgent, restartAgent, startManagedAgent, type ManagedAgent } from "./orchestration-harness.js";
 import { startPostgres, type PostgresCluster } from "./postgres-harness.js";
 
 export interface ApiTeam {
@@ -26,6 +26,8 @@ export interface ApiUnderTest {
   agents: ManagedAgent[];
   teamA: ApiTeam;
   teamB: ApiTeam;
+  /** A new process for `agents[index]` on its data dir and port, once the old one is gone (killed, stopped); it takes that slot. */
+  restartAgent(index: number): Promise<ManagedAgent>;
   /** fetch against the API with a team's key; JSON bodies are sent as JSON. */
   call(team: ApiTeam | undefined, method: string, path: string, body?: unknown, init?: RequestInit): Promise<Response>;
   /** Stops the API, the orchestration and the agents (destroying their sandboxes), and the database. */
@@ -57,10 +59,10 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest
     const logger = pino({ level: process.env.WRENN_LOG_LEVEL ?? "silent" });
 
     const agents: ManagedAgent[] = [];
-    for (const { pool, table } of options.agents) {
-      const agent = await startManagedAgent(pool, table);
-      agents.push(agent);
-      undo.push(() => removeAgent(agent));
+    for (const [index, { pool, table }] of options.agents.entries()) {
+      agents.push(await startManagedAgent(pool, table));
+      // Whichever process holds the slot at close: a test may have restarted the agent.
+      undo.push(() => removeAgent(agents[index]!));
     }
     const orchestration = createOrchestration({ db: database.db, secretKey: randomBytes(32), logger, heartbeatIntervalMs: 1000, reconcileIntervalMs: 1000 });
     undo.push(() => orchestration.stop());
@@ -98,7 +100,8 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest
       }
       return fetch(url + path, { ...init, method, headers, body: payload });
     };
-    return { url, api, database, repos, orchestration, agents, teamA, teamB, call, close };
+    const restart: ApiUnderTest["restartAgent"] = async (index) => (agents[index] = await restartAgent(agents[index]!));
+    return { url, api, database, repos, orchestration, agents, teamA, teamB, restartAgent: restart, call, close };
   } catch (err) {
     await close();
     throw err;
