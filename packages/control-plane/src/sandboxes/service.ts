@@ -5,12 +5,13 @@
 // the caller's AbortSignal, so a caller going away cannot leave one half-done.
 import { randomBytes, randomInt } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { SQL } from "drizzle-orm";
 import type { ExecStreamResponse, MetricPoint as AgentMetricPoint, WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import type { MetricPoint } from "../db/metrics.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
-import { InvalidCursorError } from "../db/sandboxes.js";
+import { InvalidCursorError, type SandboxJsonPage } from "../db/sandboxes.js";
 import { METRIC_TIERS, type Host, type MetricTier, type Sandbox, type SandboxStatus, type Template } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
@@ -194,12 +195,12 @@ export class SandboxService {
 
   /** The team's sandboxes, newest first, a page at a time. */
   async list(teamId: string, input: ListSandboxesInput = {}): Promise<{ sandboxes: Sandbox[]; nextCursor?: string }> {
-    try {
-      return await this.repos.sandboxes.list({ teamId, statuses: input.states, metadata: input.metadata, cursor: input.cursor, limit: input.limit });
-    } catch (err) {
-      if (err instanceof InvalidCursorError) throw new WrennError("invalid_argument", err.message);
-      throw err;
-    }
+    return withCursorErrors(() => this.repos.sandboxes.list({ teamId, statuses: input.states, metadata: input.metadata, cursor: input.cursor, limit: input.limit }));
+  }
+
+  /** The same page, each sandbox rendered as JSON by the database through `view` (see SandboxRepository.listJson). */
+  async listJson(teamId: string, input: ListSandboxesInput, view: SQL): Promise<SandboxJsonPage> {
+    return withCursorErrors(() => this.repos.sandboxes.listJson({ teamId, statuses: input.states, metadata: input.metadata, cursor: input.cursor, limit: input.limit }, view));
   }
 
   /**
@@ -576,5 +577,15 @@ function execEvent(message: ExecStreamResponse): ExecEvent | undefined {
       return { type: "exit", exitCode: event.value.exitCode, ...(event.value.error ? { error: event.value.error } : {}) };
     default:
       return undefined;
+  }
+}
+
+/** A malformed cursor is the caller's mistake: 400, not 500. */
+async function withCursorErrors<T>(query: () => Promise<T>): Promise<T> {
+  try {
+    return await query();
+  } catch (err) {
+    if (err instanceof InvalidCursorError) throw new WrennError("invalid_argument", err.message);
+    throw err;
   }
 }
