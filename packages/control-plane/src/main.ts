@@ -56,6 +56,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 if (config.localAgent) await addLocalAgent(hosts, config.localAgent);
+// Builds the previous process was running are lost: fail them (and remove their sandboxes) before serving.
+await templates.recoverInterruptedBuilds();
 orchestration.start();
 await api.listen({ host: config.host, port: config.port });
 

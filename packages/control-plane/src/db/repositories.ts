@@ -7,6 +7,7 @@ import { HostRepository } from "./hosts.js";
 import { MetricsRepository } from "./metrics.js";
 import { SandboxRepository } from "./sandboxes.js";
 import { TeamRepository } from "./teams.js";
+import { TemplateBuildRepository } from "./template-builds.js";
 import { TemplateRepository } from "./templates.js";
 import { UsageRepository } from "./usage.js";
 import { UserRepository } from "./users.js";
@@ -20,6 +21,7 @@ export interface Repositories {
   sandboxes: SandboxRepository;
   teams: TeamRepository;
   templates: TemplateRepository;
+  templateBuilds: TemplateBuildRepository;
   usage: UsageRepository;
   users: UserRepository;
 }
@@ -34,6 +36,7 @@ export function createRepositories(db: Db): Repositories {
     sandboxes: new SandboxRepository(db),
     teams: new TeamRepository(db),
     templates: new TemplateRepository(db),
+    templateBuilds: new TemplateBuildRepository(db),
     usage: new UsageRepository(db),
     users: new UserRepository(db),
   };

@@ -169,6 +169,51 @@ export const templates = pgTable(
   ],
 );
 
+export const TEMPLATE_BUILD_STATUSES = ["building", "ready", "failed"] as const;
+export type TemplateBuildStatus = (typeof TEMPLATE_BUILD_STATUSES)[number];
+
+/** Template builds, from start to their end, so status and logs outlive the process that ran them. */
+export const templateBuilds = pgTable(
+  "template_builds",
+  {
+    /** bld_ and 32 hex digits. */
+    id: text("id").primaryKey(),
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    /** The template the build makes. */
+    name: text("name").notNull(),
+    baseTemplate: text("base_template").notNull(),
+    steps: jsonb("steps").$type<string[]>().notNull(),
+    status: text("status").$type<TemplateBuildStatus>().notNull().default("building"),
+    error: text("error"),
+    /** The build sandbox, once created; no foreign key: the build's record outlives the sandbox's row. */
+    sandboxId: text("sandbox_id"),
+    /** The catalogue row the build reserved at start (and fills when ready); null once that template is deleted. */
+    templateId: uuid("template_id").references(() => templates.id, { onDelete: "set null" }),
+    startedAt: timestampMs("started_at").notNull().defaultNow(),
+    finishedAt: timestampMs("finished_at"),
+  },
+  (table) => [
+    index("template_builds_team_id_started_at_idx").on(table.teamId, table.startedAt),
+    // Deleting a template sets its builds' template_id to null.
+    index("template_builds_template_id_idx").on(table.templateId),
+    // Start-up looks for builds a previous process left running.
+    index("template_builds_building_idx").on(table.status).where(sql`status = 'building'`),
+    check("template_builds_status_check", oneOf("status", TEMPLATE_BUILD_STATUSES)),
+  ],
+);
+
+/** A build's log, one row per event (step, output chunk, exit, the end), in `seq` order. */
+export const templateBuildEvents = pgTable(
+  "template_build_events",
+  {
+    buildId: text("build_id").notNull().references(() => templateBuilds.id, { onDelete: "cascade" }),
+    /** The event's index in the build's log, from 0. */
+    seq: integer("seq").notNull(),
+    event: jsonb("event").$type<Record<string, unknown>>().notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.buildId, table.seq] })],
+);
+
 export const sandboxes = pgTable(
   "sandboxes",
   {
@@ -268,6 +313,7 @@ export type ApiKey = typeof apiKeys.$inferSelect;
 export type Host = typeof hosts.$inferSelect;
 export type Template = typeof templates.$inferSelect;
 export type HostTemplate = typeof hostTemplates.$inferSelect;
+export type TemplateBuildRow = typeof templateBuilds.$inferSelect;
 export type Sandbox = typeof sandboxes.$inferSelect;
 export type NewSandbox = typeof sandboxes.$inferInsert;
 export type SandboxMetric = typeof sandboxMetrics.$inferSelect;

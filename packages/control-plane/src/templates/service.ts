@@ -2,33 +2,34 @@
 // hosts at heartbeats) and the team's own, made by snapshotting a sandbox or by a build (steps run
 // in a build sandbox, then flattened). Team templates live on the host they were made on, under
 // a host-wide unique name (`t-<template id>`), since every team's templates share a host's disk.
+// Builds are written to the database as they run (build-log.ts holds their logs), so their status
+// and logs outlive the process; a build the previous process left running is failed at start.
 import { randomUUID } from "node:crypto";
-import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import { isUniqueViolation } from "../db/errors.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
-import { PLATFORM_TEAM_ID, type Template } from "../db/schema.js";
+import { PLATFORM_TEAM_ID, type Template, type TemplateBuildRow } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { callAgent } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { SandboxService } from "../sandboxes/service.js";
+import { BuildLog, storedBuildEvent, type BuildEvent } from "./build-log.js";
+
+export type { BuildEvent } from "./build-log.js";
 
 /** The names a host's disk accepts, which the catalogue's names also keep to. */
 const TEMPLATE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+/** Names the API's own paths take (`/v1/templates/builds`), so no template may have them. */
+const RESERVED_TEMPLATE_NAMES = new Set(["builds"]);
 const DEFAULT_STEP_TIMEOUT_SEC = 600;
-/** Finished builds kept (with their logs) for late readers. */
-const FINISHED_BUILDS_KEPT = 100;
+/** Finished builds kept per team (with their logs, each capped at BUILD_OUTPUT_BYTES_KEPT); older ones are deleted. */
+export const FINISHED_BUILDS_KEPT_PER_TEAM = 100;
+export const INTERRUPTED_BUILD_ERROR = "interrupted: the control plane restarted during the build";
+/** Sandbox states in which a leftover build sandbox still needs destroying. */
+const LIVE_SANDBOX_STATUSES = ["starting", "running", "paused", "unknown"] as const;
 
 export type BuildStatus = "building" | "ready" | "failed";
-
-/** One line of a build's log, in order. */
-export type BuildEvent =
-  | { type: "step"; step: number; command: string }
-  | { type: "stdout" | "stderr"; step: number; data: string }
-  | { type: "exit"; step: number; exitCode: number }
-  | { type: "done"; template: Template }
-  | { type: "failed"; message: string };
 
 export interface TemplateBuild {
   id: string;
@@ -41,7 +42,11 @@ export interface TemplateBuild {
   sandboxId?: string;
   startedAt: Date;
   finishedAt?: Date;
-  /** Settles with the build: the new template, or the build's error. */
+}
+
+/** A build this process runs. */
+export interface RunningBuild extends TemplateBuild {
+  /** Settles with the build (once its log and status are written): the new template, or the build's error. */
   done: Promise<Template>;
 }
 
@@ -63,11 +68,24 @@ export interface TemplateServiceOptions {
   logger: Logger;
 }
 
+/** A build this process runs, until it ends; afterwards it is read from the database. */
 interface BuildState {
-  build: TemplateBuild;
-  events: BuildEvent[];
-  emitter: EventEmitter;
+  build: RunningBuild;
+  log: BuildLog;
 }
+
+const buildFromRow = (row: TemplateBuildRow): TemplateBuild => ({
+  id: row.id,
+  teamId: row.teamId,
+  name: row.name,
+  baseTemplate: row.baseTemplate,
+  steps: row.steps,
+  status: row.status,
+  error: row.error ?? undefined,
+  sandboxId: row.sandboxId ?? undefined,
+  startedAt: row.startedAt,
+  finishedAt: row.finishedAt ?? undefined,
+});
 
 export class TemplateService {
   private readonly repos: Repositories;
@@ -120,55 +138,105 @@ export class TemplateService {
    * the team's new template `name`, and the sandbox is gone. Returns at once; follow it with
    * `buildLogs` and `build.done`.
    */
-  async build(teamId: string, input: BuildInput): Promise<TemplateBuild> {
+  async build(teamId: string, input: BuildInput): Promise<RunningBuild> {
     if (input.steps.length === 0) throw new WrennError("invalid_argument", "a build needs at least one step");
     await this.options.sandboxes.visibleTemplate(teamId, input.baseTemplate);
     const template = await this.reserve(teamId, input.name, "build", { metadata: { baseTemplate: input.baseTemplate } });
-    const state: BuildState = {
-      build: {
-        id: `bld_${randomUUID().replaceAll("-", "")}`,
-        teamId,
-        name: input.name,
-        baseTemplate: input.baseTemplate,
-        steps: [...input.steps],
-        status: "building",
-        startedAt: new Date(),
-        done: undefined as unknown as Promise<Template>,
-      },
-      events: [],
-      emitter: new EventEmitter(),
-    };
-    state.build.done = this.runBuild(state, template, input);
-    state.build.done.catch(() => undefined); // read through buildLogs or done; never unhandled
-    this.builds.set(state.build.id, state);
-    this.forgetOldBuilds();
-    return state.build;
-  }
-
-  /** A build of the team's, or not_found. */
-  getBuild(teamId: string, buildId: string): TemplateBuild {
-    const state = this.builds.get(buildId);
-    if (!state || state.build.teamId !== teamId) throw new WrennError("not_found", `build ${buildId} not found`);
-    return state.build;
-  }
-
-  /** The build's log from its first line, then live until it ends (or `signal` aborts). */
-  async *buildLogs(teamId: string, buildId: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<BuildEvent> {
-    this.getBuild(teamId, buildId);
-    const state = this.builds.get(buildId)!;
-    for (let next = 0; ; ) {
-      while (next < state.events.length) yield state.events[next++]!;
-      if (state.build.status !== "building" || options.signal?.aborted) return;
-      await new Promise<void>((resolve) => {
-        const wake = () => {
-          state.emitter.off("event", wake);
-          options.signal?.removeEventListener("abort", wake);
-          resolve();
-        };
-        state.emitter.on("event", wake);
-        options.signal?.addEventListener("abort", wake);
-      });
+    const id = `bld_${randomUUID().replaceAll("-", "")}`;
+    let row: TemplateBuildRow;
+    try {
+      row = await this.repos.templateBuilds.create({ id, teamId, name: input.name, baseTemplate: input.baseTemplate, steps: [...input.steps], templateId: template.id });
+    } catch (err) {
+      await this.repos.templates.delete(teamId, input.name).catch(() => undefined);
+      throw err;
     }
+    const state: BuildState = {
+      build: { ...buildFromRow(row), done: undefined as unknown as Promise<Template> },
+      log: new BuildLog(id, this.repos.templateBuilds, this.log.child({ buildId: id, teamId })),
+    };
+    this.builds.set(id, state);
+    state.build.done = this.runBuild(state, template, input).finally(() => this.builds.delete(id));
+    state.build.done.catch(() => undefined); // read through buildLogs or done; never unhandled
+    return state.build;
+  }
+
+  /** A build of the team's (running here, or from the database), or not_found. */
+  async getBuild(teamId: string, buildId: string): Promise<TemplateBuild> {
+    const state = this.builds.get(buildId);
+    if (state) {
+      if (state.build.teamId !== teamId) throw new WrennError("not_found", `build ${buildId} not found`);
+      return state.build;
+    }
+    const row = await this.repos.templateBuilds.get(teamId, buildId);
+    if (!row) throw new WrennError("not_found", `build ${buildId} not found`);
+    return buildFromRow(row);
+  }
+
+  /** The team's builds, newest first: the running ones and the last FINISHED_BUILDS_KEPT_PER_TEAM finished. */
+  async listBuilds(teamId: string, options: { limit?: number } = {}): Promise<TemplateBuild[]> {
+    const rows = await this.repos.templateBuilds.listForTeam(teamId, options.limit);
+    return rows.map((row) => this.builds.get(row.id)?.build ?? buildFromRow(row));
+  }
+
+  /**
+   * The build's log from its first line, then, while this process runs the build, live until it
+   * ends (or `signal` aborts). A build that has ended is read from the database.
+   */
+  async *buildLogs(teamId: string, buildId: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<BuildEvent> {
+    const state = this.builds.get(buildId);
+    if (!state) {
+      if (!(await this.repos.templateBuilds.get(teamId, buildId))) throw new WrennError("not_found", `build ${buildId} not found`);
+      for (const event of await this.repos.templateBuilds.events(buildId)) yield storedBuildEvent(event);
+      return;
+    }
+    if (state.build.teamId !== teamId) throw new WrennError("not_found", `build ${buildId} not found`);
+    const { events } = state.log;
+    for (let next = 0; ; ) {
+      while (next < events.length) yield events[next++]!;
+      if (state.build.status !== "building" || options.signal?.aborted) return;
+      await state.log.next(options.signal);
+    }
+  }
+
+  /**
+   * Fails the builds a previous control plane process left `building` (it stopped or crashed
+   * mid-build; nobody runs them now): each is marked failed with INTERRUPTED_BUILD_ERROR, its build
+   * sandbox destroyed and its half-made template removed. Call once at start, before serving.
+   * Assumes one control plane per database: another one's running builds would be failed too.
+   */
+  async recoverInterruptedBuilds(): Promise<number> {
+    let recovered = 0;
+    for (const row of await this.repos.templateBuilds.listBuilding()) {
+      if (this.builds.has(row.id)) continue; // ours, still running
+      const log = this.log.child({ buildId: row.id, teamId: row.teamId, template: row.name });
+      try {
+        const failed = await this.repos.templateBuilds.finish(row.id, {
+          status: "failed",
+          error: INTERRUPTED_BUILD_ERROR,
+          lastEvent: { type: "failed", message: INTERRUPTED_BUILD_ERROR },
+        });
+        if (!failed) continue;
+        recovered++;
+        // The sandbox's id reaches the build's row only after its create returns; its metadata names the build from the start.
+        const leftovers = await this.repos.sandboxes.listAll({ teamId: row.teamId, metadata: { "wrenn.build": row.id }, statuses: [...LIVE_SANDBOX_STATUSES] });
+        const sandboxIds = new Set([...(row.sandboxId ? [row.sandboxId] : []), ...leftovers.map((sandbox) => sandbox.id)]);
+        for (const sandboxId of sandboxIds) {
+          await this.options.sandboxes.destroy(row.teamId, sandboxId).catch((err: unknown) => {
+            if (!(err instanceof WrennError && err.code === "not_found")) log.warn({ sandboxId, err: (err as Error).message }, "removing an interrupted build's sandbox failed; the reconciler removes it from its host");
+          });
+        }
+        const template = row.templateId ? await this.repos.templates.getById(row.templateId) : undefined;
+        if (template) {
+          await this.delete(row.teamId, template.name).catch((err: unknown) =>
+            log.warn({ err: (err as Error).message }, "removing an interrupted build's template failed; delete it by hand"),
+          );
+        }
+        log.warn({ sandboxIds: [...sandboxIds] }, "build interrupted by a control plane restart: marked failed");
+      } catch (err) {
+        log.error({ err: (err as Error).message }, "recovering an interrupted build failed");
+      }
+    }
+    return recovered;
   }
 
   /**
@@ -205,8 +273,8 @@ export class TemplateService {
     kind: "snapshot" | "build",
     fields: { hostId?: string | null; metadata?: Record<string, unknown> },
   ): Promise<Template> {
-    if (!TEMPLATE_NAME.test(name) || name.includes("..")) {
-      throw new WrennError("invalid_argument", `invalid template name ${JSON.stringify(name)}: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit`);
+    if (!TEMPLATE_NAME.test(name) || name.includes("..") || RESERVED_TEMPLATE_NAMES.has(name)) {
+      throw new WrennError("invalid_argument", `invalid template name ${JSON.stringify(name)}: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit, and not ${[...RESERVED_TEMPLATE_NAMES].join(", ")}`);
     }
     if (teamId !== PLATFORM_TEAM_ID && (await this.repos.templates.get(PLATFORM_TEAM_ID, name))) {
       throw new WrennError("conflict", `${name} is the name of a platform template; choose another`);
@@ -223,9 +291,16 @@ export class TemplateService {
   private async runBuild(state: BuildState, template: Template, input: BuildInput): Promise<Template> {
     const { build } = state;
     const log = this.log.child({ buildId: build.id, teamId: build.teamId, template: build.name });
-    const emit = (event: BuildEvent) => {
-      state.events.push(event);
-      state.emitter.emit("event");
+    const emit = (event: BuildEvent) => state.log.append(event);
+    /** Writes the log and the outcome; a database failure is logged, not the build's. */
+    const record = async (status: "ready" | "failed", error?: string) => {
+      await state.log.flush();
+      try {
+        await this.repos.templateBuilds.finish(build.id, { status, error, finishedAt: build.finishedAt });
+        await this.repos.templateBuilds.pruneFinished(build.teamId, FINISHED_BUILDS_KEPT_PER_TEAM);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "recording the build's outcome failed");
+      }
     };
     const decoder = () => new TextDecoder();
     let sandboxId: string | undefined;
@@ -239,9 +314,12 @@ export class TemplateService {
         metadata: { "wrenn.build": build.id },
       });
       sandboxId = build.sandboxId = sandbox.id;
+      await this.repos.templateBuilds.setSandbox(build.id, sandbox.id);
       // The template will live where it is built.
       await this.repos.templates.setHost(template.id, sandbox.hostId);
       for (const [index, command] of input.steps.entries()) {
+        // The log up to here is in the database before the next step starts (a crash keeps it).
+        await state.log.flush();
         emit({ type: "step", step: index, command });
         const stdout = decoder();
         const stderr = decoder();
@@ -268,6 +346,7 @@ export class TemplateService {
       build.status = "ready";
       build.finishedAt = new Date();
       emit({ type: "done", template: saved });
+      await record("ready");
       log.info({ hostId: flattened.host.id, sizeBytes: flattened.sizeBytes }, "template built");
       return saved;
     } catch (err) {
@@ -278,13 +357,9 @@ export class TemplateService {
       build.error = message;
       build.finishedAt = new Date();
       emit({ type: "failed", message });
+      await record("failed", message);
       log.warn({ err: message }, "template build failed");
       throw err;
     }
-  }
-
-  private forgetOldBuilds(): void {
-    const finished = [...this.builds.values()].filter((state) => state.build.status !== "building");
-    for (const state of finished.slice(0, Math.max(0, finished.length - FINISHED_BUILDS_KEPT))) this.builds.delete(state.build.id);
   }
 }

@@ -1,9 +1,10 @@
 // /v1/templates: the catalogue a team sees (platform templates and its own), snapshots of its
 // sandboxes, builds from a base template plus shell steps (with their logs as server-sent events),
 // and deletes. A platform template is never a team's to delete: 403 before any host is touched.
+// Builds are kept in the database: their status and logs outlive a control plane restart.
 import { z } from "zod";
 import { PLATFORM_TEAM_ID, type Template } from "../../db/schema.js";
-import type { BuildEvent, TemplateBuild } from "../../templates/service.js";
+import { FINISHED_BUILDS_KEPT_PER_TEAM, type BuildEvent, type TemplateBuild } from "../../templates/service.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
 
@@ -149,6 +150,23 @@ export const templateRoutes: RouteModule = async (app, { deps }) => {
   );
 
   app.get(
+    "/templates/builds",
+    {
+      schema: {
+        tags: ["templates"],
+        summary: "The team's builds, newest first",
+        description: `Running builds and the last ${FINISHED_BUILDS_KEPT_PER_TEAM} finished ones (older builds and their logs are deleted).`,
+        operationId: "listTemplateBuilds",
+        querystring: z.strictObject({
+          limit: z.coerce.number().int().min(1).max(FINISHED_BUILDS_KEPT_PER_TEAM).optional().meta({ description: `At most this many (default ${FINISHED_BUILDS_KEPT_PER_TEAM})` }),
+        }),
+        response: { 200: z.array(BuildView), ...errorResponses },
+      },
+    },
+    async (request) => (await templates().listBuilds(request.auth.teamId, { limit: request.query.limit })).map(toBuildView),
+  );
+
+  app.get(
     "/templates/builds/:buildId",
     {
       schema: {
@@ -159,7 +177,7 @@ export const templateRoutes: RouteModule = async (app, { deps }) => {
         response: { 200: BuildView, ...errorResponses },
       },
     },
-    async (request) => toBuildView(templates().getBuild(request.auth.teamId, request.params.buildId)),
+    async (request) => toBuildView(await templates().getBuild(request.auth.teamId, request.params.buildId)),
   );
 
   app.get(
@@ -176,7 +194,7 @@ export const templateRoutes: RouteModule = async (app, { deps }) => {
     },
     async (request, reply) => {
       const service = templates();
-      service.getBuild(request.auth.teamId, request.params.buildId); // 404 before the stream starts
+      await service.getBuild(request.auth.teamId, request.params.buildId); // 404 before the stream starts
       const abort = new AbortController();
       request.raw.once("close", () => abort.abort());
       reply.hijack();
