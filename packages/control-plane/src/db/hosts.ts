@@ -1,7 +1,7 @@
 // Hosts running a host agent: registration with a one-time token, heartbeats, health.
-import { and, eq, inArray, isNull, lt, or, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, isNull, lt, or, sql } from "drizzle-orm";
 import type { Db } from "./database.js";
-import { hosts, type Host, type HostStatus } from "./schema.js";
+import { hostTemplates, hosts, sandboxes, type Host, type HostStatus, type SandboxStatus } from "./schema.js";
 import { hashSecret, newSecret } from "./tokens.js";
 
 export const REGISTRATION_TOKEN_PREFIX = "wrn_reg_";
@@ -12,6 +12,15 @@ export interface HostCapacity {
   memoryMb: number;
   diskMb: number;
   slots: number;
+}
+
+/** A ready host as placement sees it: whether it holds the template, and what its sandboxes were given. */
+export interface PlacementCandidate {
+  host: Host;
+  holdsTemplate: boolean;
+  /** Sandboxes in the holding statuses on the host, and their memory. */
+  sandboxes: number;
+  memoryMb: number;
 }
 
 export interface HostReport {
@@ -152,6 +161,35 @@ export class HostRepository {
   async get(id: string): Promise<Host | undefined> {
     const [host] = await this.db.select().from(hosts).where(eq(hosts.id, id));
     return host;
+  }
+
+  /**
+   * Every ready host with, in the same query, whether it holds `hostTemplateName` and the load of
+   * its sandboxes in `holding` statuses: placement's whole view in one round trip.
+   */
+  async placementCandidates(hostTemplateName: string, holding: readonly SandboxStatus[]): Promise<PlacementCandidate[]> {
+    const load = this.db
+      .select({
+        hostId: sandboxes.hostId,
+        sandboxes: sql<number>`count(*)::int`.as("load_sandboxes"),
+        memoryMb: sql<number>`coalesce(sum(${sandboxes.memoryMb}), 0)::int`.as("load_memory_mb"),
+      })
+      .from(sandboxes)
+      .where(and(holding.length > 0 ? inArray(sandboxes.status, [...holding]) : sql`false`, isNotNull(sandboxes.hostId)))
+      .groupBy(sandboxes.hostId)
+      .as("load");
+    const rows = await this.db
+      .select({
+        host: hosts,
+        holdsTemplate: sql<boolean>`exists (select 1 from ${hostTemplates} where ${hostTemplates.hostId} = ${hosts.id} and ${hostTemplates.name} = ${hostTemplateName})`,
+        sandboxes: load.sandboxes,
+        memoryMb: load.memoryMb,
+      })
+      .from(hosts)
+      .leftJoin(load, eq(load.hostId, hosts.id))
+      .where(eq(hosts.status, "ready"))
+      .orderBy(hosts.createdAt, hosts.id);
+    return rows.map((row) => ({ host: row.host, holdsTemplate: row.holdsTemplate, sandboxes: row.sandboxes ?? 0, memoryMb: row.memoryMb ?? 0 }));
   }
 
   async list(statuses?: readonly HostStatus[]): Promise<Host[]> {

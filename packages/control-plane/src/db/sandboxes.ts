@@ -3,8 +3,9 @@ import { and, desc, eq, inArray, lt, lte, or, sql, type SQL } from "drizzle-orm"
 import type { Db } from "./database.js";
 import { sandboxes, type NewSandbox, type Sandbox, type SandboxStatus } from "./schema.js";
 
-/** Columns a transition may set besides the status (the id, team and creation time never change). */
-export type SandboxChanges = Partial<Omit<NewSandbox, "id" | "teamId" | "status" | "createdAt" | "statusChangedAt">>;
+type ChangeableColumns = Omit<NewSandbox, "id" | "teamId" | "status" | "createdAt" | "statusChangedAt">;
+/** Columns a transition may set besides the status (the id, team and creation time never change): values, or SQL over the row. */
+export type SandboxChanges = { [Column in keyof ChangeableColumns]?: ChangeableColumns[Column] | SQL };
 
 export interface SandboxFilter {
   teamId?: string;
@@ -32,14 +33,6 @@ export interface SandboxJsonPage {
   /** A JSON array of the rows, each as the view expression rendered it. */
   json: string;
   nextCursor?: string;
-}
-
-/** What one host holds, for placement: sandboxes counted and the memory they were given. */
-export interface HostLoad {
-  hostId: string;
-  sandboxes: number;
-  memoryMb: number;
-  vcpus: number;
 }
 
 export class InvalidCursorError extends Error {
@@ -110,22 +103,6 @@ export class SandboxRepository {
   async listByIds(ids: readonly string[]): Promise<Sandbox[]> {
     if (ids.length === 0) return [];
     return this.db.select().from(sandboxes).where(inArray(sandboxes.id, [...ids]));
-  }
-
-  /** Per host, the sandboxes in `statuses` and what they were given. Hosts holding none are absent. */
-  async loadByHost(statuses: readonly SandboxStatus[]): Promise<HostLoad[]> {
-    if (statuses.length === 0) return [];
-    const rows = await this.db
-      .select({
-        hostId: sandboxes.hostId,
-        sandboxes: sql<number>`count(*)::int`,
-        memoryMb: sql<number>`coalesce(sum(${sandboxes.memoryMb}), 0)::int`,
-        vcpus: sql<number>`coalesce(sum(${sandboxes.vcpus}), 0)::int`,
-      })
-      .from(sandboxes)
-      .where(and(inArray(sandboxes.status, [...statuses]), sql`${sandboxes.hostId} IS NOT NULL`))
-      .groupBy(sandboxes.hostId);
-    return rows.map((row) => ({ ...row, hostId: row.hostId! }));
   }
 
   /**

@@ -75,6 +75,12 @@ export class HostRegistry {
   /** Last template list written per host, so an unchanged list costs no writes. */
   private readonly templateLists = new Map<string, string>();
   private readonly readyListeners = new Set<HostReadyListener>();
+  /**
+   * Hosts as their last heartbeat left them, so a call to a host costs no read of its row. Kept
+   * to the hosts the heartbeat lists; a deleted host leaves at once (here) or at the next beat
+   * (through another control plane).
+   */
+  private readonly rows = new Map<string, Host>();
   /** Agent tokens already opened, by host, with the sealed value they came from. */
   private readonly tokens = new Map<string, { sealed: string; token: string }>();
   private timer: NodeJS.Timeout | undefined;
@@ -233,7 +239,7 @@ export class HostRegistry {
 
   /** The host (which must exist) and a client of its agent. */
   async connect(hostId: string): Promise<{ host: Host; client: AgentClient }> {
-    const host = await this.repos.hosts.get(hostId);
+    const host = this.rows.get(hostId) ?? (await this.repos.hosts.get(hostId));
     if (!host) throw new WrennError("unavailable", `host ${hostId} is gone`);
     return { host, client: this.client(host) };
   }
@@ -270,6 +276,8 @@ export class HostRegistry {
   /** One heartbeat to every registered host, then gives up on hosts silent for too long. */
   async heartbeat(): Promise<void> {
     const hosts = await this.repos.hosts.list(["ready", "unhealthy", "draining"]);
+    const listed = new Set(hosts.map((host) => host.id));
+    for (const id of this.rows.keys()) if (!listed.has(id)) this.rows.delete(id);
     await Promise.all(hosts.map((host) => this.beat(host)));
     await this.stopLostSandboxes(hosts);
   }
@@ -338,11 +346,13 @@ export class HostRegistry {
   }
 
   private hostAnswered(host: Host, info: GetHostInfoResponse): void {
+    this.rows.set(host.id, host);
     this.misses.delete(host.id);
     this.live.set(host.id, liveHostInfo(info));
   }
 
   private forgetHost(hostId: string): void {
+    this.rows.delete(hostId);
     this.clients.forget(hostId);
     this.misses.delete(hostId);
     this.live.delete(hostId);

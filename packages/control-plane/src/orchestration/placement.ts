@@ -53,10 +53,10 @@ export class Placement {
     this.maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   }
 
-  /** The hosts that can take the request, best first; throws saying why when there is none. */
+  /** The hosts that can take the request, best first; throws saying why when there is none. One query. */
   async rank(request: PlacementRequest, exclude: ReadonlySet<string> = new Set()): Promise<RankedHost[]> {
-    const ready = (await this.repos.hosts.list(["ready"])).filter(
-      (host) => !exclude.has(host.id) && host.address !== null && host.agentTokenEncrypted !== null && (!request.hostId || host.id === request.hostId),
+    const ready = (await this.repos.hosts.placementCandidates(request.hostTemplateName, HOLDING_STATUSES)).filter(
+      ({ host }) => !exclude.has(host.id) && host.address !== null && host.agentTokenEncrypted !== null && (!request.hostId || host.id === request.hostId),
     );
     if (ready.length === 0) {
       throw new WrennError(
@@ -64,22 +64,19 @@ export class Placement {
         request.hostId ? `the host holding template ${request.template} is not available` : "no host is ready to take a sandbox",
       );
     }
-    const holding = new Set(await this.repos.hostTemplates.hostsHolding(request.hostTemplateName, ready.map((host) => host.id)));
-    const withTemplate = ready.filter((host) => holding.has(host.id));
+    const withTemplate = ready.filter((candidate) => candidate.holdsTemplate);
     if (withTemplate.length === 0) {
       throw new WrennError("failed_precondition", `no available host holds template ${request.template}`);
     }
-    const loads = new Map((await this.repos.sandboxes.loadByHost(HOLDING_STATUSES)).map((load) => [load.hostId, load]));
     const ranked: RankedHost[] = [];
-    for (const host of withTemplate) {
-      const load = loads.get(host.id) ?? { sandboxes: 0, memoryMb: 0 };
-      const freeMemoryMb = Math.floor(host.memoryMb * this.memoryOvercommit) - load.memoryMb;
+    for (const { host, sandboxes, memoryMb } of withTemplate) {
+      const freeMemoryMb = Math.floor(host.memoryMb * this.memoryOvercommit) - memoryMb;
       if (host.cpu > 0 && request.vcpus > host.cpu) continue;
       if (host.memoryMb > 0 && freeMemoryMb < request.memoryMb) continue;
       // Counted from the database, not the agent's slots_used: that includes its warm pool, which
       // the agent gives back when a create needs the room.
-      if (host.slots > 0 && host.slots - load.sandboxes <= 0) continue;
-      ranked.push({ host, sandboxes: load.sandboxes, freeMemoryMb });
+      if (host.slots > 0 && host.slots - sandboxes <= 0) continue;
+      ranked.push({ host, sandboxes, freeMemoryMb });
     }
     if (ranked.length === 0) {
       throw new WrennError("resource_exhausted", `no host has room for ${request.vcpus} vCPU and ${request.memoryMb} MiB right now`);

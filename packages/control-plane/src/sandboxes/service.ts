@@ -128,7 +128,7 @@ export class SandboxService {
     };
     const template = await this.visibleTemplate(teamId, input.template);
     throwIfAborted(signal);
-    const sandbox = await this.repos.sandboxes.create({
+    const row = {
       id: newSandboxId(),
       teamId,
       template: template.name,
@@ -137,24 +137,28 @@ export class SandboxService {
       allowOut: input.allowOut ?? [],
       denyOut: input.denyOut ?? [],
       envdAccessToken: randomBytes(24).toString("hex"),
-    });
-    const log = this.log.child({ sandboxId: sandbox.id, teamId });
+    };
+    const log = this.log.child({ sandboxId: row.id, teamId });
     const hostTemplateName = template.hostTemplateName ?? template.name;
+    // The row is written once placement has chosen a host, with that host: a create no host can
+    // take leaves no row; a retry on another host moves it.
+    let sandbox: Sandbox | undefined;
     let placed: { host: Host; result: { hostIp: string; envdVersion: string } };
     try {
       placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
-        await this.repos.sandboxes.update(sandbox.id, { hostId: host.id });
+        if (!sandbox) sandbox = await this.repos.sandboxes.create({ ...row, hostId: host.id });
+        else await this.repos.sandboxes.update(sandbox.id, { hostId: host.id });
         const created = await measured(options.agentTime, callAgent(
           this.options.registry.client(host).createSandbox(
             {
-              sandboxId: sandbox.id,
+              sandboxId: row.id,
               template: hostTemplateName,
               ...shape,
               envVars: input.envVars ?? {},
-              allowOut: sandbox.allowOut,
-              denyOut: sandbox.denyOut,
-              metadata: sandbox.metadata,
-              envdAccessToken: sandbox.envdAccessToken ?? "",
+              allowOut: row.allowOut,
+              denyOut: row.denyOut,
+              metadata: row.metadata,
+              envdAccessToken: row.envdAccessToken,
             },
             { timeoutMs: CREATE_TIMEOUT_MS },
           ),
@@ -163,25 +167,25 @@ export class SandboxService {
         return { hostIp: created.hostIp, envdVersion: created.envdVersion };
       });
     } catch (err) {
-      await transitionSandbox(this.options.db, sandbox.id, { from: ["starting"], to: "error" });
+      if (sandbox) await transitionSandbox(this.options.db, sandbox.id, { from: ["starting"], to: "error" });
       log.warn({ err: (err as Error).message }, "sandbox create failed");
       throw err;
     }
     const { host, result } = placed;
     if (signal?.aborted) {
-      await this.rollBackCreate(sandbox.id, host);
+      await this.rollBackCreate(row.id, host);
       log.info({ hostId: host.id }, "caller went away during create: sandbox rolled back");
       throw abortError(signal);
     }
-    const running = await transitionSandbox(this.options.db, sandbox.id, {
+    const running = await transitionSandbox(this.options.db, row.id, {
       from: ["starting"],
       to: "running",
       set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, startedAt: new Date() },
     });
     if (!running) {
       // Destroyed while it was starting: the destroy found nothing on a host yet, so finish it here.
-      await this.rollBackCreate(sandbox.id, host);
-      throw new WrennError("conflict", `sandbox ${sandbox.id} was destroyed while it was starting`);
+      await this.rollBackCreate(row.id, host);
+      throw new WrennError("conflict", `sandbox ${row.id} was destroyed while it was starting`);
     }
     log.info({ hostId: host.id, template: template.name }, "sandbox created");
     return running;

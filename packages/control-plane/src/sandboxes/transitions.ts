@@ -1,9 +1,10 @@
 // Every sandbox status change goes through here: a compare-and-set on the current status, and, in
 // the same transaction, the usage of the run segment it ends (so usage is counted once, whichever
 // writer — API call, reconciler, heartbeat — wins the change).
+import { sql } from "drizzle-orm";
 import type { Db } from "../db/database.js";
 import { createRepositories } from "../db/repositories.js";
-import type { Sandbox, SandboxStatus } from "../db/schema.js";
+import { sandboxes, type Sandbox, type SandboxStatus } from "../db/schema.js";
 import type { SandboxChanges } from "../db/sandboxes.js";
 import type { UsageIncrement } from "../db/usage.js";
 import { WrennError } from "../errors.js";
@@ -41,6 +42,13 @@ export const LIVE_STATUSES: readonly SandboxStatus[] = ["running", "paused", "un
  */
 export async function transitionSandbox(db: Db, id: string, change: SandboxTransition, now = new Date()): Promise<Sandbox | undefined> {
   if (change.from.length === 0) return undefined;
+  if (change.to === "running" || change.to === "unknown") {
+    // Nothing to book: entering running opens a segment unless one is open (back from unknown),
+    // unknown keeps it as it is. One compare-and-set statement, no read first: the hot path of
+    // every create and resume.
+    const set: SandboxChanges = change.to === "running" ? { ...change.set, runningSince: sql`coalesce(${sandboxes.runningSince}, ${now.toISOString()}::timestamptz)` } : { ...change.set };
+    return createRepositories(db).sandboxes.transition(id, { from: change.from, to: change.to, set, unchangedSince: change.unchangedSince });
+  }
   return db.transaction(async (tx) => {
     const repos = createRepositories(tx);
     const current = await repos.sandboxes.getForUpdate(id);
