@@ -90,13 +90,14 @@ export class Placement {
    * missing template) are the request's fault and end the search. `attempt` must leave nothing
    * behind when it fails.
    */
-  async place<T>(request: PlacementRequest, attempt: (host: Host) => Promise<T>): Promise<{ host: Host; result: T }> {
+  async place<T>(request: PlacementRequest, attempt: (host: Host) => Promise<T>, firstRanking?: Promise<RankedHost[]>): Promise<{ host: Host; result: T }> {
     const tried = new Set<string>();
     let lastError: unknown;
     while (tried.size < this.maxAttempts) {
       let best: RankedHost | undefined;
       try {
-        best = (await this.rank(request, tried))[0];
+        // `firstRanking`: rank(request) already asked by the caller, for the first attempt.
+        best = (await (tried.size === 0 && firstRanking ? firstRanking : this.rank(request, tried)))[0];
       } catch (err) {
         // Nothing left to try: the last host's failure says more than "no host".
         throw lastError ?? err;

@@ -126,6 +126,12 @@ export class SandboxService {
       diskSizeMb: positiveInteger(input.diskSizeMb ?? SANDBOX_DEFAULTS.diskSizeMb, "diskSizeMb"),
       timeoutSec: nonNegativeInteger(input.timeoutSec ?? SANDBOX_DEFAULTS.timeoutSec, "timeoutSec"),
     };
+    // A platform template has the same name on hosts' disks: rank hosts for it while the template
+    // is looked up (one round trip saved); a team's template (another disk name, or its own host)
+    // ranks after the lookup.
+    const guess = { template: input.template, hostTemplateName: input.template, ...shape };
+    const earlyRanking = this.options.placement.rank(guess);
+    earlyRanking.catch(() => {}); // unused, or awaited by place(): never an unhandled rejection
     const template = await this.visibleTemplate(teamId, input.template);
     throwIfAborted(signal);
     const row = {
@@ -145,6 +151,7 @@ export class SandboxService {
     let sandbox: Sandbox | undefined;
     let placed: { host: Host; result: { hostIp: string; envdVersion: string } };
     try {
+      const guessed = hostTemplateName === guess.hostTemplateName && !template.hostId;
       placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
         if (!sandbox) sandbox = await this.repos.sandboxes.create({ ...row, hostId: host.id });
         else await this.repos.sandboxes.update(sandbox.id, { hostId: host.id });
@@ -165,7 +172,7 @@ export class SandboxService {
           host.id,
         ));
         return { hostIp: created.hostIp, envdVersion: created.envdVersion };
-      });
+      }, guessed ? earlyRanking : undefined);
     } catch (err) {
       if (sandbox) await transitionSandbox(this.options.db, sandbox.id, { from: ["starting"], to: "error" });
       log.warn({ err: (err as Error).message }, "sandbox create failed");
