@@ -4,6 +4,12 @@
 //   control plane's overhead (goal < 10 ms at p50).
 // - `GET /v1/sandboxes` under autocannon (50 connections, 10 s) vs a bare Fastify server answering
 //   a constant JSON the same way (goal ≥ 2000 req/s; the control plane is one Node process, one core).
+//   Each load also reports the server's requests per CPU-second (its own process's user+system
+//   time, children excluded): what one core of it serves, whatever else shares the machine.
+//   With two CPUs or more the server under load is pinned to CPU 0 and the rest (its PostgreSQL,
+//   autocannon) to CPU 1: one core for the server, as the goal reads.
+//   The control plane runs on its default embedded database (the private PostgreSQL cluster); the
+//   reads are measured again on a second control plane over PGlite, for comparison.
 // Both servers run as child processes; autocannon runs as its own process too.
 // Usage: `make bench-control-plane`, or `node --import tsx bench/control-plane/run.ts [--runs 30] [--duration 10]`.
 import { spawn, type ChildProcess } from "node:child_process";
@@ -14,7 +20,10 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { openDatabase } from "../../packages/control-plane/src/db/database.js";
 import { createRepositories } from "../../packages/control-plane/src/db/repositories.js";
-import { skipPostgres, startPostgres, type PostgresCluster } from "../../packages/control-plane/test/postgres-harness.js";
+import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { chmod } from "node:fs/promises";
+import { embeddedPostgresUnavailable } from "../../packages/control-plane/src/db/embedded-postgres.js";
 import { TEST_TEMPLATE, removeDataDir, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 
 const { values } = parseArgs({
@@ -28,6 +37,11 @@ const RUNS = Number(values.runs);
 const DURATION_SEC = Number(values.duration);
 const CONNECTIONS = Number(values.connections);
 const GOALS = { overheadP50Ms: 10, readsPerSec: 2000 };
+/**
+ * The page read under load: the 30 benchmark sandboxes (stopped by then) and the 3 running ones,
+ * ~34 rows like the runs before the list began to hide ended sandboxes by default.
+ */
+const LIST_PATH = "/v1/sandboxes?state=running,stopped";
 const POOL = "10.243.0.0/24";
 const TABLE = `wrenn_bcp${process.pid}`;
 // The direct measurements run on an agent of their own: the control plane's reconciler destroys
@@ -132,19 +146,74 @@ interface LoadResult {
   latencyP99Ms: number;
   non2xx: number;
   errors: number;
+  /** The server process's CPU time during the load, and requests served per CPU-second of it. */
+  serverCpuSec?: number;
+  requestsPerCpuSec?: number;
 }
 
-/** autocannon in its own process, JSON out. */
-async function load(url: string, headers: Record<string, string>): Promise<LoadResult> {
+/** user + system CPU seconds of one process so far (its children not included). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ");
+  // After "(comm) ": state is field 3, so utime (14) and stime (15) sit at 11 and 12.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * "On one core": with two CPUs or more, the server under load runs on CPU 0 alone and everything
+ * else it needs (its database server's processes, the load generator) on CPU 1. Children started
+ * later (PostgreSQL's backends) inherit their parent's CPU.
+ */
+const PIN = availableParallelism() >= 2;
+
+/** The process ids below `pid` (children, grandchildren, …). */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const ppid = Number(readFileSync(`/proc/${entry}/stat`, "utf8").replace(/^.*\) /, "").split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: number[] = [];
+  for (let queue = [pid]; queue.length > 0; ) {
+    const next = children.get(queue.shift()!) ?? [];
+    found.push(...next);
+    queue.push(...next);
+  }
+  return found;
+}
+
+/** Puts the server on CPU 0 and its descendants (an embedded PostgreSQL) on CPU 1. */
+function pinServer(server: ChildProcess): void {
+  if (!PIN || !server.pid) return;
+  execFileSync("taskset", ["-a", "-p", "-c", "0", String(server.pid)], { stdio: "ignore" });
+  for (const pid of descendants(server.pid)) execFileSync("taskset", ["-a", "-p", "-c", "1", String(pid)], { stdio: "ignore" });
+}
+
+/** autocannon in its own process, JSON out; with `server`, also that process's requests per CPU-second. */
+async function load(url: string, headers: Record<string, string>, server?: ChildProcess): Promise<LoadResult> {
+  if (server) pinServer(server);
+  const cpuBefore = server?.pid ? cpuSeconds(server.pid) : 0;
   const args = [path.join(repoRoot, "node_modules", "autocannon", "autocannon.js"), "-c", String(CONNECTIONS), "-d", String(DURATION_SEC), "-j"];
   for (const [name, value] of Object.entries(headers)) args.push("-H", `${name}=${value}`);
   args.push(url);
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = PIN ? spawn("taskset", ["-c", "1", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
   await new Promise((resolve) => child.once("exit", resolve));
-  const json = JSON.parse(out) as { requests: { average: number }; latency: { p50: number; p99: number }; non2xx: number; errors: number };
-  return { requestsPerSec: Math.round(json.requests.average), latencyP50Ms: json.latency.p50, latencyP99Ms: json.latency.p99, non2xx: json.non2xx, errors: json.errors };
+  const json = JSON.parse(out) as { requests: { average: number; total: number }; latency: { p50: number; p99: number }; non2xx: number; errors: number };
+  const cpu = server?.pid ? cpuSeconds(server.pid) - cpuBefore : 0;
+  return {
+    requestsPerSec: Math.round(json.requests.average),
+    latencyP50Ms: json.latency.p50,
+    latencyP99Ms: json.latency.p99,
+    non2xx: json.non2xx,
+    errors: json.errors,
+    ...(cpu > 0 ? { serverCpuSec: +cpu.toFixed(2), requestsPerCpuSec: Math.round(json.requests.total / cpu) } : {}),
+  };
 }
 
 const FLOOR_SERVER = `
@@ -157,35 +226,32 @@ console.log("floor listening on " + app.server.address().port);
 `;
 
 /**
- * The same read load on a control plane over a private PostgreSQL cluster (no agent: the rows
- * are written straight into its database, as many as the PGlite run listed).
+ * The same read load on a control plane over PGlite, for comparison (no agent: the rows are
+ * written straight into its database while it is stopped, as many as the main run listed).
  */
-async function readsOnPostgres(rows: number): Promise<LoadResult> {
-  let cluster: PostgresCluster | undefined;
+async function readsOnPglite(rows: number): Promise<LoadResult> {
   let child: ChildProcess | undefined;
-  const dataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-pg-"));
+  const dataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-pglite-"));
+  const env = { WRENN_DATA_DIR: dataDir, WRENN_PORT: "0", WRENN_EMBEDDED_DB: "pglite" };
+  const main = path.join(repoRoot, "packages", "control-plane", "src", "main.ts");
   try {
-    cluster = await startPostgres();
-    const started = await startServer(
-      ["--import", "tsx", path.join(repoRoot, "packages", "control-plane", "src", "main.ts")],
-      { WRENN_DATA_DIR: dataDir, WRENN_PORT: "0", DATABASE_URL: cluster.url },
-      /^API(?: key)?: (\S+)$/,
-      2,
-    );
-    child = started.child;
-    const api: Api = { url: started.matches[0]![1]!, key: started.matches[1]![1]! };
-    const team = await rest(api, "GET", "/v1/teams/current");
-    const database = await openDatabase({ url: cluster.url });
+    // First start: the admin team and key; then the rows, written while it is stopped (PGlite has one user).
+    const first = await startServer(["--import", "tsx", main], env, /^API(?: key)?: (\S+)$/, 2);
+    const team = await rest({ url: first.matches[0]![1]!, key: first.matches[1]![1]! }, "GET", "/v1/teams/current");
+    await stop(first.child);
+    const database = await openDatabase({ dataDir, embedded: "pglite" });
     const repos = createRepositories(database.db);
     for (let i = 0; i < rows; i++) {
-      await repos.sandboxes.create({ id: `benchpg${i}`, teamId: team.id as string, template: TEST_TEMPLATE, vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 0, metadata: {}, allowOut: [], denyOut: [] });
+      await repos.sandboxes.create({ id: `benchpgl${i}`, teamId: team.id as string, template: TEST_TEMPLATE, vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 0, metadata: {}, allowOut: [], denyOut: [], status: "running" });
     }
     await database.close();
-    await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key }); // JIT warm-up, as for the others
-    return await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key });
+    const started = await startServer(["--import", "tsx", main], env, /^API(?: key)?: (\S+)$/, 2);
+    child = started.child;
+    const api: Api = { url: started.matches[0]![1]!, key: started.matches[1]![1]! };
+    await load(`${api.url}${LIST_PATH}`, { "x-api-key": api.key }, child); // JIT warm-up, as for the others
+    return await load(`${api.url}${LIST_PATH}`, { "x-api-key": api.key }, child);
   } finally {
     await stop(child);
-    await cluster?.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
 }
@@ -193,6 +259,11 @@ async function readsOnPostgres(rows: number): Promise<LoadResult> {
 async function main(): Promise<void> {
   const report: Record<string, unknown> = { host: { cpus: availableParallelism(), node: process.version } };
   const cpDataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-"));
+  // The embedded PostgreSQL server runs as the postgres user, which must pass through to its dir.
+  await chmod(cpDataDir, 0o711);
+  const unavailable = embeddedPostgresUnavailable(cpDataDir);
+  if (unavailable) console.log(`note: the control plane falls back to PGlite here: ${unavailable}`);
+  report.embeddedDatabase = unavailable ? "pglite" : "postgres";
   let agent: AgentUnderTest | undefined;
   let directAgent: AgentUnderTest | undefined;
   let controlPlane: ChildProcess | undefined;
@@ -241,26 +312,28 @@ async function main(): Promise<void> {
     // Reads: a few running sandboxes, so the list is not empty.
     const running = [];
     for (let i = 0; i < 3; i++) running.push((await restCreateThenExec(api)).id);
-    const listed = await rest(api, "GET", "/v1/sandboxes");
+    const listed = await rest(api, "GET", LIST_PATH);
     const floorStarted = await startServer(["--input-type=module", "-e", FLOOR_SERVER], {}, /^floor listening on (\d+)$/);
     floor = floorStarted.child;
     const floorUrl = `http://127.0.0.1:${floorStarted.matches[0]![1]!}/v1/sandboxes`;
-    await load(floorUrl, {}); // warm both servers' JIT the same way
-    const apiReads = await load(`${api.url}/v1/sandboxes`, { "x-api-key": api.key });
-    const floorReads = await load(floorUrl, {});
+    await load(floorUrl, {}, floor); // warm both servers' JIT the same way
+    await load(`${api.url}${LIST_PATH}`, { "x-api-key": api.key }, controlPlane);
+    const apiReads = await load(`${api.url}${LIST_PATH}`, { "x-api-key": api.key }, controlPlane);
+    const floorReads = await load(floorUrl, {}, floor);
     for (const id of running) await rest(api, "DELETE", `/v1/sandboxes/${id}`);
     const listedCount = (listed.sandboxes as unknown[]).length;
-    if (!skipPostgres) {
-      const pg = await readsOnPostgres(listedCount);
-      report.readsOnPostgres = { api: pg, ratio: +(pg.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
-      console.log(`GET /v1/sandboxes on PostgreSQL (${listedCount} rows): ${pg.requestsPerSec} req/s, p50 ${pg.latencyP50Ms} ms, p99 ${pg.latencyP99Ms} ms, non-2xx ${pg.non2xx}`);
-    }
-    report.reads = { sandboxesListed: (listed.sandboxes as unknown[]).length, api: apiReads, floor: floorReads, ratio: +(apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
-    console.log(`bare Fastify constant JSON:       ${floorReads.requestsPerSec} req/s, p50 ${floorReads.latencyP50Ms} ms, p99 ${floorReads.latencyP99Ms} ms`);
+    report.readsPinned = PIN;
+    if (PIN) console.log("reads: each server on CPU 0 alone; its PostgreSQL and autocannon on CPU 1");
+    const perCpu = (result: LoadResult) => (result.requestsPerCpuSec ? `, ${result.requestsPerCpuSec} req per CPU-second of the server` : "");
+    report.reads = { sandboxesListed: listedCount, api: apiReads, floor: floorReads, ratio: +(apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
+    console.log(`bare Fastify constant JSON:       ${floorReads.requestsPerSec} req/s, p50 ${floorReads.latencyP50Ms} ms, p99 ${floorReads.latencyP99Ms} ms${perCpu(floorReads)}`);
     console.log(
-      `GET /v1/sandboxes (${(listed.sandboxes as unknown[]).length} listed): ${apiReads.requestsPerSec} req/s, p50 ${apiReads.latencyP50Ms} ms, p99 ${apiReads.latencyP99Ms} ms, ` +
-        `non-2xx ${apiReads.non2xx} (${(100 * apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(1)}% of the floor; goal ≥ ${GOALS.readsPerSec} req/s)`,
+      `GET /v1/sandboxes (${listedCount} listed, ${report.embeddedDatabase}): ${apiReads.requestsPerSec} req/s, p50 ${apiReads.latencyP50Ms} ms, p99 ${apiReads.latencyP99Ms} ms, ` +
+        `non-2xx ${apiReads.non2xx}${perCpu(apiReads)} (${(100 * apiReads.requestsPerSec / floorReads.requestsPerSec).toFixed(1)}% of the floor; goal ≥ ${GOALS.readsPerSec} req/s)`,
     );
+    const pglite = await readsOnPglite(listedCount);
+    report.readsOnPglite = { api: pglite, ratio: +(pglite.requestsPerSec / floorReads.requestsPerSec).toFixed(3) };
+    console.log(`GET /v1/sandboxes on PGlite (${listedCount} rows): ${pglite.requestsPerSec} req/s, p50 ${pglite.latencyP50Ms} ms, p99 ${pglite.latencyP99Ms} ms, non-2xx ${pglite.non2xx}${perCpu(pglite)}`);
   } finally {
     await stop(floor);
     await stop(controlPlane);
