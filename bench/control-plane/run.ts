@@ -103,32 +103,33 @@ async function rest(api: Api, method: string, url: string, body?: unknown): Prom
   return raw ? (JSON.parse(raw) as Record<string, unknown>) : {};
 }
 
-/** The agent time a response reports in its Server-Timing header (ms). */
-function agentDuration(response: Response): number {
-  const match = /agent;dur=([\d.]+)/.exec(response.headers.get("server-timing") ?? "");
-  if (!match) throw new Error("no Server-Timing agent duration in the answer");
+/** A duration the response reports in its Server-Timing header (ms): `agent` or `total`. */
+function serverTiming(response: Response, name: "agent" | "total"): number {
+  const match = new RegExp(`${name};dur=([\\d.]+)`).exec(response.headers.get("server-timing") ?? "");
+  if (!match) throw new Error(`no Server-Timing ${name} duration in the answer`);
   return Number(match[1]);
 }
 
-async function restCall(api: Api, method: string, url: string, body: unknown): Promise<{ body: Record<string, unknown>; agentMs: number }> {
+async function restCall(api: Api, method: string, url: string, body: unknown): Promise<{ body: Record<string, unknown>; agentMs: number; serverMs: number }> {
   const response = await fetch(`${api.url}${url}`, { method, headers: { "x-api-key": api.key, "content-type": "application/json" }, body: JSON.stringify(body) });
   const raw = await response.text();
   if (!response.ok) throw new Error(`${method} ${url}: ${response.status} ${raw}`);
-  return { body: JSON.parse(raw) as Record<string, unknown>, agentMs: agentDuration(response) };
+  return { body: JSON.parse(raw) as Record<string, unknown>, agentMs: serverTiming(response, "agent"), serverMs: serverTiming(response, "total") };
 }
 
 /**
  * REST create then exec; `overhead` is the client's time minus what the control plane says it
  * waited on the agent (Server-Timing): the control plane's own cost, free of the boot's noise.
  */
-async function restCreateThenExec(api: Api): Promise<{ elapsed: number; overhead: number; id: string }> {
+async function restCreateThenExec(api: Api): Promise<{ elapsed: number; overhead: number; inServer: number; id: string }> {
   const started = performance.now();
   const sandbox = await restCall(api, "POST", "/v1/sandboxes", { template: TEST_TEMPLATE, timeoutSec: 0 });
   const id = sandbox.body.id as string;
   const result = await restCall(api, "POST", `/v1/sandboxes/${id}/exec`, { cmd: "/bin/echo", args: ["ready"] });
   const elapsed = performance.now() - started;
   if (String(result.body.stdout).trim() !== "ready") throw new Error(`REST exec printed ${JSON.stringify(result.body)}`);
-  return { elapsed, overhead: elapsed - sandbox.agentMs - result.agentMs, id };
+  // inServer: the part of the overhead spent inside the control plane (the rest is HTTP and the client).
+  return { elapsed, overhead: elapsed - sandbox.agentMs - result.agentMs, inServer: sandbox.serverMs - sandbox.agentMs + result.serverMs - result.agentMs, id };
 }
 
 async function agentCreateThenExec(agent: AgentUnderTest, sandboxId: string): Promise<number> {
@@ -290,11 +291,13 @@ async function main(): Promise<void> {
     await directAgent.client.destroySandbox({ sandboxId: "warmup" });
     const viaRest: number[] = [];
     const ownCost: number[] = [];
+    const inServer: number[] = [];
     const direct: number[] = [];
     for (let i = 0; i < RUNS; i++) {
-      const { elapsed, overhead: own, id } = await restCreateThenExec(api);
+      const { elapsed, overhead: own, inServer: server, id } = await restCreateThenExec(api);
       viaRest.push(elapsed);
       ownCost.push(own);
+      inServer.push(server);
       await rest(api, "DELETE", `/v1/sandboxes/${id}`);
       direct.push(await agentCreateThenExec(directAgent, `direct${i}`));
       await directAgent.client.destroySandbox({ sandboxId: `direct${i}` });
@@ -303,11 +306,19 @@ async function main(): Promise<void> {
     const directStats = summary(direct);
     const overhead = { p50: +(restStats.p50 - directStats.p50).toFixed(1), p95: +(restStats.p95 - directStats.p95).toFixed(1) };
     const ownStats = summary(ownCost);
-    report.createToFirstExec = { rest: restStats, agent: directStats, overheadMs: overhead, ownCostMs: { p50: +ownStats.p50.toFixed(1), p95: +ownStats.p95.toFixed(1) } };
+    const inServerStats = summary(inServer);
+    report.createToFirstExec = {
+      rest: restStats,
+      agent: directStats,
+      overheadMs: overhead,
+      ownCostMs: { p50: +ownStats.p50.toFixed(1), p95: +ownStats.p95.toFixed(1) },
+      inServerMs: { p50: +inServerStats.p50.toFixed(1), p95: +inServerStats.p95.toFixed(1) },
+    };
     console.log(`agent CreateSandbox → Exec:       p50 ${ms(directStats.p50)}, p95 ${ms(directStats.p95)} (n=${RUNS})`);
     console.log(`REST POST /v1/sandboxes → exec:   p50 ${ms(restStats.p50)}, p95 ${ms(restStats.p95)} (n=${RUNS})`);
     console.log(`difference of the two p50s / p95s: ${ms(overhead.p50)} / ${ms(overhead.p95)} (noise of two boots)`);
     console.log(`control-plane overhead per create+exec (client time − agent time, Server-Timing): p50 ${ms(ownStats.p50)}, p95 ${ms(ownStats.p95)} (goal < ${GOALS.overheadP50Ms} ms at p50)`);
+    console.log(`  of which inside the control plane (Server-Timing total − agent): p50 ${ms(inServerStats.p50)}, p95 ${ms(inServerStats.p95)}; the rest is HTTP and the client`);
 
     // Reads: a few running sandboxes, so the list is not empty.
     const running = [];

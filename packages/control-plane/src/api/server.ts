@@ -37,6 +37,14 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
   app.decorateRequest("auth", null as unknown as RequestAuth);
   app.decorateRequest("auditResource", null);
   app.addHook("onSend", recordAudit(deps.repos, deps.logger));
+  // Last: the time the request spent in the control plane until its answer leaves (audit write
+  // included), beside the routes' own `agent;dur=`: a client can tell the control plane's own
+  // cost from the agent's and from the network's.
+  app.addHook("onSend", async (_request, reply, payload) => {
+    if (!reply.hasHeader("server-timing")) return payload;
+    reply.header("server-timing", `${String(reply.getHeader("server-timing"))}, total;dur=${reply.elapsedTime.toFixed(1)}`);
+    return payload;
+  });
 
   await registerOpenApi(app, { version: packageVersion, publicUrl: deps.config.publicUrl });
   await app.register(rateLimit, { global: false, hook: "preHandler" });
