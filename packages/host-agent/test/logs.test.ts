@@ -7,7 +7,8 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import type { SandboxLogEntry } from "@wrenn/proto/hostagent";
-import { capConsoleLog, consoleLogOf } from "../src/sandbox/logs/console-log.js";
+import { capConsoleLog } from "../src/sandbox/logs/console-log.js";
+import { consoleLogOf } from "../src/sandbox/runtime/gvisor.js";
 import { parseLogLines } from "../src/sandbox/logs/entry.js";
 import { TEST_TEMPLATE, codeOf, removeDataDir, skipAgent, startAgentProcess, type AgentUnderTest } from "./agent-harness.js";
 

@@ -6,10 +6,9 @@
 // the tail to console.log.1 and truncates console.log in place: the writers opened it with
 // O_APPEND, so their next line lands at the new end instead of leaving a hole.
 import { open, rename, stat, truncate, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { logger } from "../../logging/logger.js";
 import { InvalidRequestError } from "../errors.js";
-import { bundleDirOf } from "../runtime/gvisor.js";
+import { consoleLogOf } from "../runtime/gvisor.js";
 import { parseLogLines, type LogEntry } from "./entry.js";
 
 const log = logger.child({ component: "console-log" });
@@ -22,11 +21,6 @@ export const LOG_READ_MAX_BYTES = 4 * 1024 * 1024;
 export const LOG_CAP_BYTES = 8 * 1024 * 1024;
 /** …keeping this much of its tail in console.log.1. */
 export const LOG_KEEP_BYTES = 2 * 1024 * 1024;
-
-/** Where the runtime appends the sandbox's console (the gVisor driver's bundle directory). */
-export function consoleLogOf(sandboxDir: string): string {
-  return path.join(bundleDirOf(sandboxDir), "console.log");
-}
 
 const previousOf = (file: string): string => `${file}.1`;
 

@@ -141,7 +141,7 @@ export class GvisorRuntime implements RuntimeDriver {
     // The detached sandbox inherits runsc's stdout/stderr: envd's output lands in console.log.
     await this.control(["run", "--detach", "--bundle", bundleDir, containerId(request.sandboxId)], {
       timeoutMs: RUN_TIMEOUT_MS,
-      outputFile: path.join(bundleDir, "console.log"),
+      outputFile: consoleLogOf(request.sandboxDir),
     });
     log.info({ ms: Math.round(performance.now() - started) }, "gvisor sandbox started");
   }
@@ -255,6 +255,11 @@ export function containerId(sandboxId: string): string {
 
 export function bundleDirOf(sandboxDir: string): string {
   return path.join(sandboxDir, "bundle");
+}
+
+/** Where a sandbox's console (envd's stdout and stderr) is appended: runsc's output file. */
+export function consoleLogOf(sandboxDir: string): string {
+  return path.join(bundleDirOf(sandboxDir), "console.log");
 }
 
 /**
