@@ -12,7 +12,7 @@ import type { HostReport } from "../db/hosts.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
 import { PLATFORM_TEAM_ID, type Host } from "../db/schema.js";
 import { WrennError } from "../errors.js";
-import { transitionSandbox } from "../sandboxes/transitions.js";
+import { NOT_ENDED_STATUSES, transitionSandbox } from "../sandboxes/transitions.js";
 import { AgentClientCache, agentBaseUrl, agentError, callAgent, openAgentClient, type AgentClient } from "./agent-client.js";
 import { checkSecretKey, openSecret, sealSecret } from "./secrets.js";
 
@@ -192,9 +192,9 @@ export class HostRegistry {
       );
     }
     this.forgetHost(hostId);
-    const sandboxes = await this.repos.sandboxes.listAll({ hostId, statuses: ["starting", "running", "paused", "unknown"] });
+    const sandboxes = await this.repos.sandboxes.listAll({ hostId, statuses: [...NOT_ENDED_STATUSES] });
     for (const sandbox of sandboxes) {
-      await transitionSandbox(this.options.db, sandbox.id, { from: ["starting", "running", "paused", "unknown"], to: "stopped" });
+      await transitionSandbox(this.options.db, sandbox.id, { from: NOT_ENDED_STATUSES, to: "stopped" });
     }
     await this.repos.hosts.delete(hostId);
     this.log.info({ hostId, sandboxesStopped: sandboxes.length }, "host deleted");

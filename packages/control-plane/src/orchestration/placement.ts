@@ -6,12 +6,11 @@
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
-import type { Host, SandboxStatus } from "../db/schema.js";
+import type { Host } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { isHostFailure } from "../hosts/agent-client.js";
+import { NOT_ENDED_STATUSES } from "../sandboxes/transitions.js";
 
-/** Sandboxes in these statuses hold a host's memory and a slot. */
-const HOLDING_STATUSES: readonly SandboxStatus[] = ["starting", "running", "paused", "unknown"];
 export const DEFAULT_MAX_ATTEMPTS = 3;
 
 export interface PlacementRequest {
@@ -55,7 +54,7 @@ export class Placement {
 
   /** The hosts that can take the request, best first; throws saying why when there is none. One query. */
   async rank(request: PlacementRequest, exclude: ReadonlySet<string> = new Set()): Promise<RankedHost[]> {
-    const ready = (await this.repos.hosts.placementCandidates(request.hostTemplateName, HOLDING_STATUSES)).filter(
+    const ready = (await this.repos.hosts.placementCandidates(request.hostTemplateName, NOT_ENDED_STATUSES)).filter(
       ({ host }) => !exclude.has(host.id) && host.address !== null && host.agentTokenEncrypted !== null && (!request.hostId || host.id === request.hostId),
     );
     if (ready.length === 0) {

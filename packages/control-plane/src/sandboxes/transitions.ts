@@ -4,7 +4,7 @@
 import { sql } from "drizzle-orm";
 import type { Db } from "../db/database.js";
 import { createRepositories } from "../db/repositories.js";
-import { sandboxes, type Sandbox, type SandboxStatus } from "../db/schema.js";
+import { SANDBOX_STATUSES, sandboxes, type Sandbox, type SandboxStatus } from "../db/schema.js";
 import type { SandboxChanges } from "../db/sandboxes.js";
 import type { UsageIncrement } from "../db/usage.js";
 import { WrennError } from "../errors.js";
@@ -19,6 +19,13 @@ export interface SandboxTransition {
 
 /** Statuses in which a sandbox is not running and never will be again. */
 export const FINAL_STATUSES: readonly SandboxStatus[] = ["stopped", "error"];
+
+/**
+ * Every other status: the sandbox is, or may yet be, on a host (starting, running, paused,
+ * unknown). It holds a host's memory and a slot, a list shows it by default, and a host or build
+ * going away must stop it.
+ */
+export const NOT_ENDED_STATUSES: readonly SandboxStatus[] = SANDBOX_STATUSES.filter((status) => !FINAL_STATUSES.includes(status));
 
 /**
  * Throws what a caller should hear when the sandbox is not in one of `statuses`: not_found once

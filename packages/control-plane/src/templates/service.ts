@@ -14,6 +14,7 @@ import { WrennError } from "../errors.js";
 import { callAgent } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { SandboxService } from "../sandboxes/service.js";
+import { NOT_ENDED_STATUSES } from "../sandboxes/transitions.js";
 import { BuildLog, storedBuildEvent, type BuildEvent } from "./build-log.js";
 
 export type { BuildEvent } from "./build-log.js";
@@ -26,8 +27,6 @@ const DEFAULT_STEP_TIMEOUT_SEC = 600;
 /** Finished builds kept per team (with their logs, each capped at BUILD_OUTPUT_BYTES_KEPT); older ones are deleted. */
 export const FINISHED_BUILDS_KEPT_PER_TEAM = 100;
 export const INTERRUPTED_BUILD_ERROR = "interrupted: the control plane restarted during the build";
-/** Sandbox states in which a leftover build sandbox still needs destroying. */
-const LIVE_SANDBOX_STATUSES = ["starting", "running", "paused", "unknown"] as const;
 
 export type BuildStatus = "building" | "ready" | "failed";
 
@@ -218,7 +217,7 @@ export class TemplateService {
         if (!failed) continue;
         recovered++;
         // The sandbox's id reaches the build's row only after its create returns; its metadata names the build from the start.
-        const leftovers = await this.repos.sandboxes.listAll({ teamId: row.teamId, metadata: { "wrenn.build": row.id }, statuses: [...LIVE_SANDBOX_STATUSES] });
+        const leftovers = await this.repos.sandboxes.listAll({ teamId: row.teamId, metadata: { "wrenn.build": row.id }, statuses: [...NOT_ENDED_STATUSES] });
         const sandboxIds = new Set([...(row.sandboxId ? [row.sandboxId] : []), ...leftovers.map((sandbox) => sandbox.id)]);
         for (const sandboxId of sandboxIds) {
           await this.options.sandboxes.destroy(row.teamId, sandboxId).catch((err: unknown) => {

@@ -12,7 +12,7 @@ import { auditEntryFor } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
 import { AgentTime } from "../../sandboxes/agent-time.js";
-import { FINAL_STATUSES } from "../../sandboxes/transitions.js";
+import { FINAL_STATUSES, NOT_ENDED_STATUSES } from "../../sandboxes/transitions.js";
 
 /** The error statuses sandbox operations answer with beyond the common ones (conflicts, hosts down, disks full). */
 export const sandboxErrorResponses = { ...errorResponses, 409: ErrorBody, 503: ErrorBody, 507: ErrorBody } as const;
@@ -67,7 +67,7 @@ const ListQuery = z.strictObject({
   state: z
     .string()
     .optional()
-    .meta({ description: `Comma-separated states, e.g. running,paused (${SANDBOX_STATUSES.join(", ")})` }),
+    .meta({ description: `Comma-separated states, e.g. running,paused (${SANDBOX_STATUSES.join(", ")}); default: all but ${FINAL_STATUSES.join(" and ")}` }),
   metadata: z
     .union([z.string(), z.array(z.string())])
     .optional()
@@ -155,11 +155,9 @@ export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): 
   return controller.signal;
 }
 
-/** What a list shows unless asked for other states: sandboxes that are, not those that were (as E2B lists). */
-const LISTED_BY_DEFAULT = SANDBOX_STATUSES.filter((status) => !FINAL_STATUSES.includes(status));
-
 function parseStates(state: string | undefined): SandboxStatus[] {
-  if (state === undefined || state.trim() === "") return [...LISTED_BY_DEFAULT];
+  // By default, sandboxes that are, not those that were (as E2B lists).
+  if (state === undefined || state.trim() === "") return [...NOT_ENDED_STATUSES];
   const states = state.split(",").map((s) => s.trim());
   for (const s of states) {
     if (!(SANDBOX_STATUSES as readonly string[]).includes(s)) {
