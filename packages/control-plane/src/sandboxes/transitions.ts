@@ -50,23 +50,20 @@ export const LIVE_STATUSES: readonly SandboxStatus[] = ["running", "paused", "un
 export async function transitionSandbox(db: Db, id: string, change: SandboxTransition, now = new Date()): Promise<Sandbox | undefined> {
   if (change.from.length === 0) return undefined;
   if (change.to === "running" || change.to === "unknown") {
-    // Nothing to book: entering running opens a segment unless one is open (back from unknown),
-    // unknown keeps it as it is. One compare-and-set statement, no read first: the hot path of
-    // every create and resume.
+    // Nothing to book: entering running opens a segment unless one is open (back from `unknown`,
+    // the sandbox kept running meanwhile); unknown keeps it as it is. One compare-and-set
+    // statement, no read first: the hot path of every create and resume.
     const set: SandboxChanges = change.to === "running" ? { ...change.set, runningSince: sql`coalesce(${sandboxes.runningSince}, ${now.toISOString()}::timestamptz)` } : { ...change.set };
     return createRepositories(db).sandboxes.transition(id, { from: change.from, to: change.to, set, unchangedSince: change.unchangedSince });
   }
+  // Any other status ends the run segment, if one is open: read it, book it, in one transaction.
   return db.transaction(async (tx) => {
     const repos = createRepositories(tx);
     const current = await repos.sandboxes.getForUpdate(id);
     if (!current || !change.from.includes(current.status)) return undefined;
     if (change.unchangedSince && current.statusChangedAt > change.unchangedSince) return undefined;
     const set: SandboxChanges = { ...change.set };
-    const segmentOpen = current.runningSince !== null;
-    if (change.to === "running") {
-      // Back from `unknown` with its segment still open: the sandbox kept running meanwhile.
-      if (!segmentOpen) set.runningSince = now;
-    } else if (change.to !== "unknown" && segmentOpen) {
+    if (current.runningSince !== null) {
       // A sandbox that went unknown is counted until it did: nobody saw it run after that.
       const end = current.status === "unknown" ? current.statusChangedAt : now;
       for (const [day, increment] of usageOfSegment(current, current.runningSince!, end)) {
