@@ -12,10 +12,6 @@ export class AgentTime {
     }
   }
 
-  get ms(): number {
-    return this.totalMs;
-  }
-
   /** The Server-Timing header value (RFC: `name;dur=<ms>`). */
   header(): string {
     return `agent;dur=${this.totalMs.toFixed(1)}`;

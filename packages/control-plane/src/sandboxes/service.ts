@@ -535,12 +535,12 @@ export class SandboxService {
   }
 }
 
-/** 20 lowercase letters and digits, like E2B's sandbox ids (host names split on '-', so none here). */
 /** The call, timed into `agentTime` when there is one. */
 function measured<T>(agentTime: AgentTime | undefined, call: Promise<T>): Promise<T> {
   return agentTime ? agentTime.measure(call) : call;
 }
 
+/** 20 lowercase letters and digits, like E2B's sandbox ids (host names split on '-', so none here). */
 export function newSandboxId(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   let id = "";
