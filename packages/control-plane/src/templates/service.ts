@@ -182,13 +182,13 @@ export class TemplateService {
    * ends (or `signal` aborts). A build that has ended is read from the database.
    */
   async *buildLogs(teamId: string, buildId: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<BuildEvent> {
+    await this.getBuild(teamId, buildId); // not_found for none, or another team's
+    // Gone from memory (here before, or meanwhile): it has ended, its whole log is in the database.
     const state = this.builds.get(buildId);
     if (!state) {
-      if (!(await this.repos.templateBuilds.get(teamId, buildId))) throw new WrennError("not_found", `build ${buildId} not found`);
       for (const event of await this.repos.templateBuilds.events(buildId)) yield storedBuildEvent(event);
       return;
     }
-    if (state.build.teamId !== teamId) throw new WrennError("not_found", `build ${buildId} not found`);
     const { events } = state.log;
     for (let next = 0; ; ) {
       while (next < events.length) yield events[next++]!;
