@@ -181,12 +181,18 @@ function unreachableParent(dir: string, user: { uid: number; gid: number } | und
   }
 }
 
+/** The `postgres` user's ids, looked up once (choosing, checking and starting all ask). */
+let postgresUser: { uid: number; gid: number } | null | undefined;
+
 function serverUser(): { uid: number; gid: number } | undefined {
-  try {
-    const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim());
-    const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim());
-    return { uid, gid };
-  } catch {
-    return undefined;
+  if (postgresUser === undefined) {
+    try {
+      // name:password:uid:gid:…
+      const [, , uid, gid] = execFileSync("getent", ["passwd", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).split(":");
+      postgresUser = { uid: Number(uid), gid: Number(gid) };
+    } catch {
+      postgresUser = null;
+    }
   }
+  return postgresUser ?? undefined;
 }
