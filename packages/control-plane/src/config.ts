@@ -4,6 +4,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
+import type { EmbeddedChoice } from "./db/database.js";
 
 export interface RateLimit {
   /** Requests one API key may make per window (the burst it may send at once). */
@@ -18,7 +19,7 @@ export interface ControlPlaneConfig {
   /** postgres:// URL of a PostgreSQL server; when absent an embedded database in `dataDir` is used. */
   databaseUrl: string | undefined;
   /** Which embedded database to run; when absent, chosen by chooseEmbedded() (PostgreSQL when installed). */
-  embeddedDatabase: "postgres" | "pglite" | undefined;
+  embeddedDatabase: EmbeddedChoice | undefined;
   /** Where the control plane keeps its files: the embedded database, the secret key and the bootstrap admin key. */
   dataDir: string;
   /** The URL users reach the API at (behind a proxy, say); printed and put in the OpenAPI servers. */
