@@ -7,7 +7,9 @@ import { callAgent } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { SandboxService } from "./service.js";
 
-export type LogLevel = "debug" | "info" | "warn" | "error";
+/** E2B's log levels, which the host folds envd's into. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface SandboxLog {
   timestamp: Date;
@@ -25,7 +27,6 @@ export interface SandboxLogQuery {
   limit?: number;
 }
 
-const LEVELS: readonly string[] = ["debug", "info", "warn", "error"] satisfies LogLevel[];
 /** Reading a file's tail: anything slower means the host is stuck. */
 const LOGS_TIMEOUT_MS = 15_000;
 
@@ -55,7 +56,7 @@ export async function sandboxLogs(
 function sandboxLog(entry: SandboxLogEntry): SandboxLog {
   return {
     timestamp: new Date(Number(entry.timestampUnixMs)),
-    level: (LEVELS.includes(entry.level) ? entry.level : "info") as LogLevel,
+    level: ((LOG_LEVELS as readonly string[]).includes(entry.level) ? entry.level : "info") as LogLevel,
     message: entry.message,
     fields: entry.fields,
     line: entry.line,

@@ -1,7 +1,7 @@
 // GET /v1/sandboxes/:id/logs: what envd printed inside a sandbox, in E2B's shape (`logs` as raw
 // lines, `logEntries` split into level, message and fields), from `start` on, oldest first.
 import { z } from "zod";
-import { sandboxLogs } from "../../sandboxes/logs.js";
+import { LOG_LEVELS, sandboxLogs } from "../../sandboxes/logs.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { SandboxParams, sandboxErrorResponses } from "./sandboxes.js";
 
@@ -21,7 +21,7 @@ const SandboxLogLine = z.object({ timestamp: z.iso.datetime(), line: z.string() 
 const SandboxLogEntryView = z
   .object({
     timestamp: z.iso.datetime(),
-    level: z.enum(["debug", "info", "warn", "error"]),
+    level: z.enum(LOG_LEVELS),
     message: z.string(),
     fields: z.record(z.string(), z.string()),
   })
