@@ -12,17 +12,15 @@
 //   reads are measured again on a second control plane over PGlite, for comparison.
 // Both servers run as child processes; autocannon runs as its own process too.
 // Usage: `make bench-control-plane`, or `node --import tsx bench/control-plane/run.ts [--runs 30] [--duration 10]`.
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { openDatabase } from "../../packages/control-plane/src/db/database.js";
 import { createRepositories } from "../../packages/control-plane/src/db/repositories.js";
-import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import { chmod } from "node:fs/promises";
+import { cpuMsOf, descendants } from "../proc.js";
 import { embeddedPostgresUnavailable } from "../../packages/control-plane/src/db/embedded-postgres.js";
 import { TEST_TEMPLATE, removeDataDir, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 
@@ -152,40 +150,12 @@ interface LoadResult {
   requestsPerCpuSec?: number;
 }
 
-/** user + system CPU seconds of one process so far (its children not included). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ");
-  // After "(comm) ": state is field 3, so utime (14) and stime (15) sit at 11 and 12.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /**
  * "On one core": with two CPUs or more, the server under load runs on CPU 0 alone and everything
  * else it needs (its database server's processes, the load generator) on CPU 1. Children started
  * later (PostgreSQL's backends) inherit their parent's CPU.
  */
 const PIN = availableParallelism() >= 2;
-
-/** The process ids below `pid` (children, grandchildren, …). */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const ppid = Number(readFileSync(`/proc/${entry}/stat`, "utf8").replace(/^.*\) /, "").split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const found: number[] = [];
-  for (let queue = [pid]; queue.length > 0; ) {
-    const next = children.get(queue.shift()!) ?? [];
-    found.push(...next);
-    queue.push(...next);
-  }
-  return found;
-}
 
 /** Puts the server on CPU 0 and its descendants (an embedded PostgreSQL) on CPU 1. */
 function pinServer(server: ChildProcess): void {
@@ -197,7 +167,7 @@ function pinServer(server: ChildProcess): void {
 /** autocannon in its own process, JSON out; with `server`, also that process's requests per CPU-second. */
 async function load(url: string, headers: Record<string, string>, server?: ChildProcess): Promise<LoadResult> {
   if (server) pinServer(server);
-  const cpuBefore = server?.pid ? cpuSeconds(server.pid) : 0;
+  const cpuBefore = server?.pid ? cpuMsOf(server.pid) : 0;
   const args = [path.join(repoRoot, "node_modules", "autocannon", "autocannon.js"), "-c", String(CONNECTIONS), "-d", String(DURATION_SEC), "-j"];
   for (const [name, value] of Object.entries(headers)) args.push("-H", `${name}=${value}`);
   args.push(url);
@@ -206,7 +176,7 @@ async function load(url: string, headers: Record<string, string>, server?: Child
   child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
   await new Promise((resolve) => child.once("exit", resolve));
   const json = JSON.parse(out) as { requests: { average: number; total: number }; latency: { p50: number; p99: number }; non2xx: number; errors: number };
-  const cpu = server?.pid ? cpuSeconds(server.pid) - cpuBefore : 0;
+  const cpu = server?.pid ? (cpuMsOf(server.pid) - cpuBefore) / 1000 : 0;
   return {
     requestsPerSec: Math.round(json.requests.average),
     latencyP50Ms: json.latency.p50,

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createReadStream, createWriteStream, existsSync, readdirSync, statSync } from "node:fs";
-import { mkdtemp, open, readFile, readdir, rm, stat } from "node:fs/promises";
+import { mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -17,6 +17,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Process } from "@wrenn/proto/envd/process";
 import { startEnvdProcess, type EnvdUnderTest } from "../../packages/envd/test/harness.js";
+import { cpuMsOf, descendants } from "../proc.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const builtEnvd = path.join(repoRoot, "build", "opt-wrenn", "bin", "envd");
@@ -58,15 +59,9 @@ function chooseEnvd(forceSources: boolean): EnvdBuild {
 
 /** The node process that runs envd: the started pid itself, or its descendant running the bundle or main.ts. */
 async function findEnvdNodePid(pid: number): Promise<number> {
-  const queue = [pid];
-  while (queue.length > 0) {
-    const current = queue.shift()!;
-    const cmdline = await readFile(`/proc/${current}/cmdline`, "utf8").catch(() => "");
-    if (/envd\.mjs|main\.ts/.test(cmdline)) return current;
-    for (const task of await readdir(`/proc/${current}/task`).catch(() => [] as string[])) {
-      const children = await readFile(`/proc/${current}/task/${task}/children`, "utf8").catch(() => "");
-      queue.push(...children.split(" ").filter(Boolean).map(Number));
-    }
+  for (const candidate of [pid, ...descendants(pid)]) {
+    const cmdline = await readFile(`/proc/${candidate}/cmdline`, "utf8").catch(() => "");
+    if (/envd\.mjs|main\.ts/.test(cmdline)) return candidate;
   }
   return pid;
 }
@@ -76,14 +71,6 @@ async function memoryOf(pid: number): Promise<{ rssMB: number; peakMB: number }>
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kB = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN);
   return { rssMB: (kB("VmRSS") * 1024) / 1e6, peakMB: (kB("VmHWM") * 1024) / 1e6 };
-}
-
-/** CPU time (user + system, all threads) a process has used so far, in ms. */
-async function cpuMsOf(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15 of proc(5))
-  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
 // ---------------------------------------------------------------------------------------------
