@@ -194,6 +194,13 @@ for (const run of RUNS) {
       for (const action of ["sandbox.create", "sandbox.exec", "file.write", "file.mkdir", "file.move", "file.remove", "sandbox.pause", "sandbox.resume", "sandbox.delete"]) {
         assert.ok(actions.has(`${action}:${id}`), `audited ${action}`);
       }
+      // The create's entry goes to the database with the sandbox's `running` (one statement): once, whole.
+      const creates = (await stack.repos.audit.list(teamA.teamId, { action: "sandbox.create", limit: 1000 })).filter((entry) => entry.resourceId === id);
+      assert.equal(creates.length, 1);
+      assert.equal(creates[0]!.actorType, "api_key");
+      assert.equal(creates[0]!.resourceType, "sandbox");
+      assert.ok(creates[0]!.actorId && creates[0]!.sourceIp);
+      assert.deepEqual(creates[0]!.details, { method: "POST", path: "/v1/sandboxes", status: 201 });
     });
 
     test("another team's key gets 404 from every sandbox and file endpoint, and changes nothing", async () => {

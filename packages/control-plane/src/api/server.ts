@@ -36,6 +36,7 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
   // Null until the onRequest hook of authenticated routes sets it (public routes never read it).
   app.decorateRequest("auth", null as unknown as RequestAuth);
   app.decorateRequest("auditResource", null);
+  app.decorateRequest("auditWritten", false);
   app.addHook("onSend", recordAudit(deps.repos, deps.logger));
   // Last: the time the request spent in the control plane until its answer leaves (audit write
   // included), beside the routes' own `agent;dur=`: a client can tell the control plane's own

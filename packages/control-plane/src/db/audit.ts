@@ -1,5 +1,5 @@
 // The audit log: who did what to which resource, append-only.
-import { and, desc, eq, lt, or } from "drizzle-orm";
+import { and, desc, eq, lt, or, sql, type SQL } from "drizzle-orm";
 import type { Db } from "./database.js";
 import { auditLog, type ActorType, type AuditEntry } from "./schema.js";
 
@@ -12,6 +12,46 @@ export interface NewAuditEntry {
   resourceId?: string | null;
   sourceIp?: string | null;
   details?: Record<string, unknown>;
+}
+
+/**
+ * An entry a request will write when it succeeds, handed to the code that makes the request's last
+ * change so both go to the database in one statement (a round trip less on hot paths). Whoever
+ * writes it calls `written()`, and the request's own recording then writes nothing.
+ */
+export interface PendingAudit {
+  entryFor(resourceId: string): NewAuditEntry;
+  written(): void;
+}
+
+/** The columns an entry fills, in the order auditInsertFrom() writes them. */
+const ENTRY_COLUMNS = [
+  auditLog.teamId,
+  auditLog.actorType,
+  auditLog.actorId,
+  auditLog.action,
+  auditLog.resourceType,
+  auditLog.resourceId,
+  auditLog.sourceIp,
+  auditLog.details,
+].map((column) => sql.identifier(column.name));
+
+/**
+ * `INSERT INTO audit_log … SELECT … FROM <source>`: the entry once per row of `source` (a CTE of
+ * the change it records), so it is written only if the change happened, in the same statement.
+ */
+export function auditInsertFrom(entry: NewAuditEntry, source: SQL): SQL {
+  const values = [
+    sql`${entry.teamId}::uuid`,
+    sql`${entry.actorType}`,
+    sql`${entry.actorId ?? null}`,
+    sql`${entry.action}`,
+    sql`${entry.resourceType}`,
+    sql`${entry.resourceId ?? null}`,
+    sql`${entry.sourceIp ?? null}`,
+    sql`${JSON.stringify(entry.details ?? {})}::jsonb`,
+  ];
+  return sql`insert into ${auditLog} (${sql.join(ENTRY_COLUMNS, sql`, `)}) select ${sql.join(values, sql`, `)} from ${source}`;
 }
 
 export class AuditRepository {

@@ -1,5 +1,6 @@
 // Sandboxes: rows written by the API and the reconciler; every status change is a compare-and-set.
 import { and, desc, eq, inArray, lt, lte, or, sql, type SQL } from "drizzle-orm";
+import { auditInsertFrom, type NewAuditEntry } from "./audit.js";
 import type { Db } from "./database.js";
 import { sandboxes, type NewSandbox, type Sandbox, type SandboxStatus } from "./schema.js";
 
@@ -82,10 +83,10 @@ export class SandboxRepository {
    */
   async transition(
     id: string,
-    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges; unchangedSince?: Date },
+    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges; unchangedSince?: Date; audit?: NewAuditEntry },
   ): Promise<Sandbox | undefined> {
     if (change.from.length === 0) return undefined;
-    const [row] = await this.db
+    const update = this.db
       .update(sandboxes)
       .set({ ...change.set, status: change.to, statusChangedAt: sql`now()` })
       .where(
@@ -96,6 +97,11 @@ export class SandboxRepository {
         ),
       )
       .returning();
+    if (!change.audit) return (await update)[0];
+    // The audit entry rides on the same statement, written only if the update matched.
+    const updated = this.db.$with("updated").as(update);
+    const audited = this.db.$with("audited", {}).as(auditInsertFrom(change.audit, sql`${updated}`));
+    const [row] = await this.db.with(updated, audited).select().from(updated);
     return row;
   }
 

@@ -2,6 +2,7 @@
 // the same transaction, the usage of the run segment it ends (so usage is counted once, whichever
 // writer — API call, reconciler, heartbeat — wins the change).
 import { sql } from "drizzle-orm";
+import type { NewAuditEntry } from "../db/audit.js";
 import type { Db } from "../db/database.js";
 import { createRepositories } from "../db/repositories.js";
 import { SANDBOX_STATUSES, sandboxes, type Sandbox, type SandboxStatus } from "../db/schema.js";
@@ -15,6 +16,8 @@ export interface SandboxTransition {
   set?: SandboxChanges;
   /** Fails when the status changed after this time (database clock): the writer's view is stale. */
   unchangedSince?: Date;
+  /** Written with the change (same statement or transaction), only if the change is made. */
+  audit?: NewAuditEntry;
 }
 
 /** Statuses in which a sandbox is not running and never will be again. */
@@ -54,7 +57,7 @@ export async function transitionSandbox(db: Db, id: string, change: SandboxTrans
     // the sandbox kept running meanwhile); unknown keeps it as it is. One compare-and-set
     // statement, no read first: the hot path of every create and resume.
     const set: SandboxChanges = change.to === "running" ? { ...change.set, runningSince: sql`coalesce(${sandboxes.runningSince}, ${now.toISOString()}::timestamptz)` } : { ...change.set };
-    return createRepositories(db).sandboxes.transition(id, { from: change.from, to: change.to, set, unchangedSince: change.unchangedSince });
+    return createRepositories(db).sandboxes.transition(id, { from: change.from, to: change.to, set, unchangedSince: change.unchangedSince, audit: change.audit });
   }
   // Any other status ends the run segment, if one is open: read it, book it, in one transaction.
   return db.transaction(async (tx) => {
@@ -72,7 +75,9 @@ export async function transitionSandbox(db: Db, id: string, change: SandboxTrans
       set.runningSince = null;
     }
     if (FINAL_STATUSES.includes(change.to) && current.endedAt === null && set.endedAt === undefined) set.endedAt = now;
-    return repos.sandboxes.transition(id, { from: [current.status], to: change.to, set });
+    const changed = await repos.sandboxes.transition(id, { from: [current.status], to: change.to, set });
+    if (changed && change.audit) await repos.audit.record(change.audit);
+    return changed;
   });
 }
 

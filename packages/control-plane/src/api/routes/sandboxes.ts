@@ -8,7 +8,7 @@ import type { Sandbox } from "../../db/schema.js";
 import { METRIC_TIERS, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
 import { WrennError } from "../../errors.js";
 import type { ExecEvent } from "../../sandboxes/service.js";
-import { auditEntryFor } from "../audit-recorder.js";
+import { auditEntryFor, auditWithLastChange } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
 import { AgentTime } from "../../sandboxes/agent-time.js";
@@ -214,7 +214,7 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
       const agentTime = new AgentTime();
       let sandbox: Sandbox;
       try {
-        sandbox = await service.create(request.auth.teamId, request.body, { signal, agentTime });
+        sandbox = await service.create(request.auth.teamId, request.body, { signal, agentTime, audit: auditWithLastChange(request, reply, "sandbox", 201) });
       } catch (err) {
         if (!signal.aborted) throw err;
         request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
