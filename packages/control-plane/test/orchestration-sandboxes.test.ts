@@ -1,6 +1,7 @@
 // The sandbox and template services and the reconciler against one real host agent.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { sql } from "drizzle-orm";
 import { PLATFORM_TEAM_ID, type Team } from "../src/db/schema.js";
 import { WrennError } from "../src/errors.js";
 import type { ExecEvent } from "../src/sandboxes/service.js";
@@ -184,6 +185,35 @@ describe("sandbox orchestration on one host", { skip: skipAgent }, () => {
     assert.deepEqual(report?.orphansDestroyed, [sandbox.id]);
     assert.deepEqual(await onHost(), []);
     assert.equal((await sandboxes.get(team.id, sandbox.id)).status, "stopped");
+  });
+
+  test("a sandbox on its host with no row yet is spared by one reconcile pass and destroyed by the next", async () => {
+    // A create writes its row while the host makes the sandbox: one pass may see the sandbox first.
+    const { reconciler } = cp.orchestration;
+    const ids = async () => (await onHost()).map(([id]) => id);
+    await managed.agent.client.createSandbox({ sandboxId: "norowyet", template: TEST_TEMPLATE });
+    assert.deepEqual((await reconciler.reconcileHost(hostId))?.orphansDestroyed, []);
+    assert.ok((await ids()).includes("norowyet"));
+    assert.deepEqual((await reconciler.reconcileHost(hostId))?.orphansDestroyed, ["norowyet"]);
+    assert.ok(!(await ids()).includes("norowyet"));
+  });
+
+  test("a create whose row cannot be written leaves nothing on the host", async () => {
+    // The row is written while the host creates the sandbox; a real PostgreSQL error (a trigger)
+    // refuses it, so the sandbox the host made must be destroyed again.
+    const { sandboxes } = cp.orchestration;
+    const { db } = cp.database;
+    const before = await onHost();
+    await db.execute(sql`create function wrenn_test_refuse_row() returns trigger language plpgsql as $$ begin raise exception 'row refused by the test'; end $$`);
+    await db.execute(sql`create trigger wrenn_test_refuse_row before insert on sandboxes for each row when (new.metadata->>'refuse' = 'yes') execute function wrenn_test_refuse_row()`);
+    try {
+      await assert.rejects(sandboxes.create(team.id, { template: TEST_TEMPLATE, timeoutSec: 0, metadata: { refuse: "yes" } }), (err: Error) => String((err.cause as Error | undefined)?.message).includes("row refused by the test"));
+      assert.deepEqual(await onHost(), before);
+      assert.equal((await sandboxes.list(team.id, { metadata: { refuse: "yes" } })).sandboxes.length, 0);
+    } finally {
+      await db.execute(sql`drop trigger wrenn_test_refuse_row on sandboxes`);
+      await db.execute(sql`drop function wrenn_test_refuse_row()`);
+    }
   });
 
   test("a pause in flight is not undone by a reconcile pass that runs between the mark and the RPC", async () => {

@@ -42,6 +42,12 @@ export class Reconciler {
   private readonly log: Logger;
   /** Passes over one host run one after another. */
   private readonly passes = new Map<string, Promise<unknown>>();
+  /**
+   * Per host, the sandboxes its last pass found there with no row at all. A create writes its row
+   * while the host makes the sandbox, so one pass can see the sandbox before its row: such a
+   * sandbox is destroyed only if the next pass still finds no row.
+   */
+  private readonly unclaimed = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
 
@@ -132,9 +138,15 @@ export class Reconciler {
 
     // The host's sandboxes the database does not place there any more.
     const rows = new Map((await this.repos.sandboxes.listByIds([...onHost.keys()])).map((row) => [row.id, row]));
+    const seenUnclaimed = this.unclaimed.get(host.id);
+    const unclaimed = new Set<string>();
     for (const sandboxId of onHost.keys()) {
       const row = rows.get(sandboxId);
       if (row && !isOrphan(row, host.id, listedAt)) continue;
+      if (!row && !seenUnclaimed?.has(sandboxId)) {
+        unclaimed.add(sandboxId);
+        continue;
+      }
       try {
         await callAgent(this.options.registry.client(host).destroySandbox({ sandboxId }), host.id);
         report.orphansDestroyed.push(sandboxId);
@@ -143,6 +155,8 @@ export class Reconciler {
         if ((err as { code?: string }).code !== "not_found") this.log.warn({ sandboxId, hostId: host.id, err: (err as Error).message }, "reconcile: destroying an orphan failed");
       }
     }
+    if (unclaimed.size > 0) this.unclaimed.set(host.id, unclaimed);
+    else this.unclaimed.delete(host.id);
     return report;
   }
 }

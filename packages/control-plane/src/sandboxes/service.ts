@@ -9,6 +9,7 @@ import type { SQL } from "drizzle-orm";
 import type { ExecStreamResponse, MetricPoint as AgentMetricPoint, WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
+import type { PendingAudit } from "../db/audit.js";
 import type { MetricPoint } from "../db/metrics.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
 import { InvalidCursorError, type SandboxJsonPage } from "../db/sandboxes.js";
@@ -17,8 +18,9 @@ import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
-import { FINAL_STATUSES, requireStatus, transitionSandbox } from "./transitions.js";
+import { FINAL_STATUSES, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
 import { AgentTime } from "./agent-time.js";
+import { RunningSandboxCache, type RunningSandbox } from "./running-cache.js";
 
 export const SANDBOX_DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 } as const;
 /** Booting (or taking from the warm pool) and waiting for envd. */
@@ -107,6 +109,7 @@ export interface SandboxServiceOptions {
 export class SandboxService {
   private readonly repos: Repositories;
   private readonly log: Logger;
+  private readonly running = new RunningSandboxCache();
 
   constructor(private readonly options: SandboxServiceOptions) {
     this.repos = createRepositories(options.db);
@@ -118,7 +121,7 @@ export class SandboxService {
    * fails for host reasons), the agent's CreateSandbox, then `running`. When `signal` aborts
    * before it returns, the sandbox is destroyed again and the call fails: nothing is left half-made.
    */
-  async create(teamId: string, input: CreateSandboxInput, options: { signal?: AbortSignal; agentTime?: AgentTime } = {}): Promise<Sandbox> {
+  async create(teamId: string, input: CreateSandboxInput, options: { signal?: AbortSignal; agentTime?: AgentTime; audit?: PendingAudit } = {}): Promise<Sandbox> {
     const { signal } = options;
     const shape = {
       vcpus: positiveInteger(input.vcpus ?? SANDBOX_DEFAULTS.vcpus, "vcpus"),
@@ -147,15 +150,16 @@ export class SandboxService {
     const log = this.log.child({ sandboxId: row.id, teamId });
     const hostTemplateName = template.hostTemplateName ?? template.name;
     // The row is written once placement has chosen a host, with that host: a create no host can
-    // take leaves no row; a retry on another host moves it.
+    // take leaves no row; a retry on another host moves it. It is written while the host creates
+    // the sandbox (a round trip off the create's path): a `starting` row is never an orphan to the
+    // reconciler, and a sandbox it finds with no row yet gets a second look before it is destroyed.
     let sandbox: Sandbox | undefined;
     let placed: { host: Host; result: { hostIp: string; envdVersion: string } };
     try {
       const guessed = hostTemplateName === guess.hostTemplateName && !template.hostId;
       placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
-        if (!sandbox) sandbox = await this.repos.sandboxes.create({ ...row, hostId: host.id });
-        else await this.repos.sandboxes.update(sandbox.id, { hostId: host.id });
-        const created = await measured(options.agentTime, callAgent(
+        const recorded = sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id });
+        const creating = measured(options.agentTime, callAgent(
           this.options.registry.client(host).createSandbox(
             {
               sandboxId: row.id,
@@ -171,10 +175,18 @@ export class SandboxService {
           ),
           host.id,
         ));
-        return { hostIp: created.hostIp, envdVersion: created.envdVersion };
+        const [written, created] = await Promise.allSettled([recorded, creating]);
+        if (written.status === "rejected") {
+          // No row to stand for it: a sandbox made on the host must not stay there.
+          if (created.status === "fulfilled") await this.rollBackCreate(row.id, host);
+          throw written.reason;
+        }
+        sandbox ??= written.value;
+        if (created.status === "rejected") throw created.reason;
+        return { hostIp: created.value.hostIp, envdVersion: created.value.envdVersion };
       }, guessed ? earlyRanking : undefined);
     } catch (err) {
-      if (sandbox) await transitionSandbox(this.options.db, sandbox.id, { from: ["starting"], to: "error" });
+      if (sandbox) await this.transition(sandbox.id, { from: ["starting"], to: "error" });
       log.warn({ err: (err as Error).message }, "sandbox create failed");
       throw err;
     }
@@ -184,11 +196,13 @@ export class SandboxService {
       log.info({ hostId: host.id }, "caller went away during create: sandbox rolled back");
       throw abortError(signal);
     }
-    const running = await transitionSandbox(this.options.db, row.id, {
+    const running = await this.transition(row.id, {
       from: ["starting"],
       to: "running",
       set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, startedAt: new Date() },
+      audit: options.audit?.entryFor(row.id),
     });
+    if (running) options.audit?.written();
     if (!running) {
       // Destroyed while it was starting: the destroy found nothing on a host yet, so finish it here.
       await this.rollBackCreate(row.id, host);
@@ -201,6 +215,24 @@ export class SandboxService {
   async get(teamId: string, sandboxId: string): Promise<Sandbox> {
     const sandbox = await this.repos.sandboxes.getForTeam(teamId, sandboxId);
     if (!sandbox) throw new WrennError("not_found", `sandbox ${sandboxId} not found`);
+    return sandbox;
+  }
+
+  /** A status change (see transitionSandbox) that keeps the cache of running sandboxes in step. */
+  private async transition(sandboxId: string, change: SandboxTransition): Promise<Sandbox | undefined> {
+    const changed = await transitionSandbox(this.options.db, sandboxId, change);
+    if (changed) this.running.saw(changed);
+    else this.running.forget(sandboxId);
+    return changed;
+  }
+
+  /** The team's running sandbox, from what this control plane saw lately when it can (see RunningSandboxCache). */
+  private async getRunning(teamId: string, sandboxId: string): Promise<RunningSandbox> {
+    const seen = this.running.get(teamId, sandboxId);
+    if (seen) return seen;
+    const sandbox = await this.get(teamId, sandboxId);
+    requireStatus(sandbox, ["running"]);
+    this.running.saw(sandbox);
     return sandbox;
   }
 
@@ -228,7 +260,7 @@ export class SandboxService {
       const onHost = sandbox.status === "running" || sandbox.status === "paused";
       const connection = onHost && sandbox.hostId ? await this.connectQuietly(sandbox.hostId) : undefined;
       if (connection) await this.flushMetrics(sandbox, connection.client);
-      const stopped = await transitionSandbox(this.options.db, sandboxId, { from: [sandbox.status], to: "stopped" });
+      const stopped = await this.transition(sandboxId, { from: [sandbox.status], to: "stopped" });
       if (!stopped) continue; // its status changed meanwhile: look again
       if (connection) {
         const call = connection.client.destroySandbox({ sandboxId }, { timeoutMs: HOUSEKEEPING_TIMEOUT_MS });
@@ -249,7 +281,7 @@ export class SandboxService {
     requireStatus(sandbox, ["running"]);
     const { host, client } = await this.connect(sandbox);
     await this.flushMetrics(sandbox, client);
-    const marked = await transitionSandbox(this.options.db, sandboxId, { from: ["running"], to: "paused" });
+    const marked = await this.transition(sandboxId, { from: ["running"], to: "paused" });
     if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
     await this.options.hooks?.afterMarkPaused?.("pause", marked);
     try {
@@ -280,7 +312,7 @@ export class SandboxService {
     }
     // running → running too: a reconcile pass that listed the host before this resume must not
     // then mark the sandbox paused (its compare-and-set needs the status unchanged since).
-    const running = await transitionSandbox(this.options.db, sandboxId, {
+    const running = await this.transition(sandboxId, {
       from: [sandbox.status],
       to: "running",
       set: timeoutSec === undefined ? {} : { timeoutSec },
@@ -310,8 +342,7 @@ export class SandboxService {
 
   /** Runs a command and returns its whole output. */
   async exec(teamId: string, sandboxId: string, input: ExecInput, options: { signal?: AbortSignal; agentTime?: AgentTime } = {}): Promise<ExecResult> {
-    const sandbox = await this.get(teamId, sandboxId);
-    requireStatus(sandbox, ["running"]);
+    const sandbox = await this.getRunning(teamId, sandboxId);
     const { host, client } = await this.connect(sandbox);
     const timeoutSec = input.timeoutSec ?? DEFAULT_EXEC_TIMEOUT_SEC;
     const result = await measured(options.agentTime, callAgent(
@@ -326,8 +357,7 @@ export class SandboxService {
 
   /** Runs a command and yields its output as it comes: start, stdout/stderr chunks in order, exit. */
   async *execStream(teamId: string, sandboxId: string, input: Omit<ExecInput, "stdin">, options: { signal?: AbortSignal } = {}): AsyncGenerator<ExecEvent> {
-    const sandbox = await this.get(teamId, sandboxId);
-    requireStatus(sandbox, ["running"]);
+    const sandbox = await this.getRunning(teamId, sandboxId);
     const { host, client } = await this.connect(sandbox);
     const timeoutSec = input.timeoutSec ?? DEFAULT_EXEC_TIMEOUT_SEC;
     const stream = client.execStream(
@@ -423,7 +453,7 @@ export class SandboxService {
     const { host, client } = await this.connect(sandbox);
     await this.flushMetrics(sandbox, client);
     const wasRunning = sandbox.status === "running";
-    const marked = wasRunning ? await transitionSandbox(this.options.db, sandboxId, { from: ["running"], to: "paused" }) : sandbox;
+    const marked = wasRunning ? await this.transition(sandboxId, { from: ["running"], to: "paused" }) : sandbox;
     if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
     await this.options.hooks?.afterMarkPaused?.("snapshot", marked);
     let snapshot;
@@ -442,9 +472,9 @@ export class SandboxService {
     }
     const after = target.keepRunning
       ? wasRunning
-        ? await transitionSandbox(this.options.db, sandboxId, { from: ["paused"], to: "running" })
+        ? await this.transition(sandboxId, { from: ["paused"], to: "running" })
         : undefined
-      : await transitionSandbox(this.options.db, sandboxId, { from: ["paused", "running"], to: "stopped" });
+      : await this.transition(sandboxId, { from: ["paused", "running"], to: "stopped" });
     this.log.info({ sandboxId, teamId, hostId: host.id, template: target.hostTemplateName, keepRunning: target.keepRunning }, "sandbox snapshotted");
     return {
       host,
@@ -461,7 +491,7 @@ export class SandboxService {
     requireStatus(sandbox, ["running", "paused"]);
     const { host, client } = await this.connect(sandbox);
     await this.flushMetrics(sandbox, client);
-    const marked = sandbox.status === "running" ? await transitionSandbox(this.options.db, sandboxId, { from: ["running"], to: "paused" }) : sandbox;
+    const marked = sandbox.status === "running" ? await this.transition(sandboxId, { from: ["running"], to: "paused" }) : sandbox;
     if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
     let flattened;
     try {
@@ -473,7 +503,7 @@ export class SandboxService {
       if (sandbox.status === "running") await this.revertMark(sandbox, err);
       throw err;
     }
-    await transitionSandbox(this.options.db, sandboxId, { from: ["paused", "running"], to: "stopped" });
+    await this.transition(sandboxId, { from: ["paused", "running"], to: "stopped" });
     return { host, sizeBytes: Number(flattened.sizeBytes) };
   }
 
@@ -484,7 +514,7 @@ export class SandboxService {
     return template;
   }
 
-  private async connect(sandbox: Sandbox): Promise<{ host: Host; client: AgentClient }> {
+  private async connect(sandbox: Pick<Sandbox, "id" | "hostId">): Promise<{ host: Host; client: AgentClient }> {
     if (!sandbox.hostId) throw new WrennError("unavailable", `sandbox ${sandbox.id} has no host`);
     return this.options.registry.connect(sandbox.hostId);
   }
@@ -511,16 +541,17 @@ export class SandboxService {
   /** After a failed RPC that followed a `paused` mark: back to running, or stopped if the host lost it. */
   private async revertMark(sandbox: Sandbox, err: unknown): Promise<void> {
     const gone = err instanceof WrennError && err.code === "not_found";
-    await transitionSandbox(this.options.db, sandbox.id, { from: ["paused"], to: gone ? "stopped" : "running" });
+    await this.transition(sandbox.id, { from: ["paused"], to: gone ? "stopped" : "running" });
     this.log.warn({ sandboxId: sandbox.id, teamId: sandbox.teamId, err: (err as Error).message, gone }, "operation failed; paused mark reverted");
   }
 
   /** The host said not_found: the sandbox is gone, so the row says stopped. Rethrows when asked. */
-  private async stopIfGone(sandbox: Sandbox, err: unknown, rethrow: true): Promise<never>;
-  private async stopIfGone(sandbox: Sandbox, err: unknown, rethrow?: false): Promise<void>;
-  private async stopIfGone(sandbox: Sandbox, err: unknown, rethrow = false): Promise<void> {
+  private async stopIfGone(sandbox: RunningSandbox, err: unknown, rethrow: true): Promise<never>;
+  private async stopIfGone(sandbox: RunningSandbox, err: unknown, rethrow?: false): Promise<void>;
+  private async stopIfGone(sandbox: RunningSandbox, err: unknown, rethrow = false): Promise<void> {
+    this.running.forget(sandbox.id);
     if (err instanceof WrennError && err.code === "not_found" && sandbox.hostId) {
-      await transitionSandbox(this.options.db, sandbox.id, { from: ["running", "paused"], to: "stopped" });
+      await this.transition(sandbox.id, { from: ["running", "paused"], to: "stopped" });
       if (rethrow) throw new WrennError("not_found", `sandbox ${sandbox.id} is no longer running`, { cause: err });
     }
     if (rethrow) throw err;
@@ -531,7 +562,7 @@ export class SandboxService {
     await callAgent(this.options.registry.client(host).destroySandbox({ sandboxId }), host.id).catch((err: WrennError) => {
       if (err.code !== "not_found") this.log.warn({ sandboxId, hostId: host.id, err: err.message }, "rolling back a create failed; the reconciler will destroy it");
     });
-    await transitionSandbox(this.options.db, sandboxId, { from: ["starting", "running"], to: "stopped" });
+    await this.transition(sandboxId, { from: ["starting", "running"], to: "stopped" });
   }
 }
 
