@@ -1,4 +1,5 @@
-// Who is calling: an API key from `X-API-Key` (what the e2b SDK sends) or `Authorization: Bearer`.
+// Who is calling: an API key from `X-API-Key` (what the e2b SDK sends) or `Authorization: Bearer`,
+// as its wrn_ secret or its e2b_ alias (db/api-keys.ts).
 import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify";
 import type { Repositories } from "../db/repositories.js";
 import type { AuthCache } from "./auth-cache.js";
@@ -27,7 +28,7 @@ declare module "fastify" {
 }
 
 const HOW_TO_AUTHENTICATE =
-  "Send an API key in the X-API-Key header (or Authorization: Bearer wrn_…); `make up` prints the admin key, and POST /v1/api-keys creates more.";
+  "Send an API key in the X-API-Key header (or Authorization: Bearer wrn_…), as its wrn_ secret or its e2b_ alias; `make up` prints the admin key, and POST /v1/api-keys creates more.";
 
 /** The key the request carries, or undefined. */
 export function presentedApiKey(request: FastifyRequest): string | undefined {

@@ -88,6 +88,8 @@ export const apiKeys = pgTable(
     prefix: text("prefix").notNull(),
     /** sha256 of the whole secret, hex; the secret itself is never stored. */
     secretHash: text("secret_hash").notNull().unique(),
+    /** sha256 of the key's E2B-shaped alias (`e2b_` + 40 hex, derived from the secret), hex; null until known. */
+    e2bAliasHash: text("e2b_alias_hash").unique(),
     createdByUserId: uuid("created_by_user_id").references(() => users.id, { onDelete: "set null" }),
     createdAt: createdAt(),
     lastUsedAt: timestampMs("last_used_at"),
