@@ -33,6 +33,8 @@ export interface ControlPlaneConfig {
   sandboxCreateRateLimit: RateLimit;
   /** 64 hex digits sealing the agents' tokens in the database; when absent, `<dataDir>/secret-key`. */
   secretKeyHex: string | undefined;
+  /** Sandbox ports are reached at `<port>-<sandboxId>.<domain>` on the API's own port (the edge proxy). */
+  domain: string;
   /** An agent on this machine to add as a host at start, without a registration token (`make up`). */
   localAgent: { address: string; tokenFile: string } | undefined;
 }
@@ -53,6 +55,7 @@ const environment = z.object({
   WRENN_SECRET_KEY: z.string().regex(/^[0-9a-fA-F]{64}$/, "must be 64 hex digits (32 bytes)").optional(),
   WRENN_LOCAL_AGENT: z.string().regex(/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/, "must be host:port").optional(),
   WRENN_LOCAL_AGENT_TOKEN_FILE: z.string().min(1).optional(),
+  WRENN_DOMAIN: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, "must be a domain name, e.g. wrenn.example.com").default("localhost"),
 });
 
 /** Reads the configuration; throws naming the variable when one is malformed. Empty values count as unset. */
@@ -79,6 +82,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     bodyLimitBytes: 1024 * 1024,
     sandboxCreateRateLimit: { max: values.WRENN_SANDBOX_CREATE_RATE_MAX, windowMs: values.WRENN_SANDBOX_CREATE_RATE_WINDOW_MS },
     secretKeyHex: values.WRENN_SECRET_KEY,
+    domain: values.WRENN_DOMAIN.toLowerCase(),
     localAgent:
       values.WRENN_LOCAL_AGENT && values.WRENN_LOCAL_AGENT_TOKEN_FILE
         ? { address: values.WRENN_LOCAL_AGENT, tokenFile: path.resolve(cwd, values.WRENN_LOCAL_AGENT_TOKEN_FILE) }

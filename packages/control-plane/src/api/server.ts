@@ -9,6 +9,7 @@ import { authenticate, type RequestAuth } from "./auth.js";
 import { AuthCache } from "./auth-cache.js";
 import type { ApiDeps, RateLimiters, RouteModules } from "./deps.js";
 import { errorHandler, notFoundHandler } from "./error-responses.js";
+import { createEdgeProxy } from "../proxy/edge-proxy.js";
 import { registerOpenApi } from "./openapi.js";
 import { perKeyRateLimit } from "./rate-limit.js";
 import { RequestLog } from "./request-log.js";
@@ -22,12 +23,17 @@ const packageVersion = (
 
 /** A configured API, not yet listening: call `listen()` (or `inject()` in tests), and `close()`. */
 export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModules): Promise<Api> {
+  const authCache = new AuthCache();
+  // Requests for a sandbox's port (`<port>-<id>.<domain>`, E2b-Sandbox-Id) never reach Fastify's routing.
+  const edgeProxy = createEdgeProxy(deps, authCache);
   const app: Api = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config.bodyLimitBytes,
     trustProxy: deps.config.trustProxy,
     logController: new RequestLog(),
+    ...(edgeProxy ? { serverFactory: edgeProxy.serverFactory } : {}),
   }).withTypeProvider<ZodTypeProvider>();
+  if (edgeProxy) app.addHook("preClose", async () => edgeProxy.close());
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -49,7 +55,6 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
 
   await registerOpenApi(app, { version: packageVersion, publicUrl: deps.config.publicUrl });
   await app.register(rateLimit, { global: false, hook: "preHandler" });
-  const authCache = new AuthCache();
   const rateLimiters: RateLimiters = {
     sandboxCreate: perKeyRateLimit(app, deps.config.sandboxCreateRateLimit, "sandbox creates"),
   };

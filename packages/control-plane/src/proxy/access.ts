@@ -1,0 +1,161 @@
+// Who may reach a sandbox's ports through the edge proxy: the sandbox's own team, by one of its
+// API keys (X-API-Key, checked as the API checks it and through the same cache), or anyone holding
+// the sandbox's envd access token (X-Access-Token, what the e2b SDK sends), or, for envd's /files
+// only, a URL signed with that token (the SDK's downloadUrl/uploadUrl). Everything else is
+// refused before the sandbox's host is contacted; an unknown sandbox, another team's and a wrong
+// token look the same (404), so the proxy never tells whether a sandbox id exists.
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { IncomingHttpHeaders } from "node:http";
+import type { AuthCache } from "../api/auth-cache.js";
+import type { RequestAuth } from "../api/auth.js";
+import type { Repositories } from "../db/repositories.js";
+import { ENVD_PORT } from "../sandboxes/envd-files.js";
+import { isValidSandboxId, type EdgeRoute } from "./route.js";
+import type { SandboxLocation, SandboxLocator } from "./sandbox-locator.js";
+
+export const API_KEY_HEADER = "x-api-key";
+export const ACCESS_TOKEN_HEADER = "x-access-token";
+
+/** An answer the proxy gives itself, in E2B's shape: `{ code, message }` with the HTTP status as code. */
+export interface Refusal {
+  status: number;
+  body: { code: number; message: string; sandboxId?: string };
+}
+
+export interface Admitted {
+  sandbox: SandboxLocation & { hostProxy: NonNullable<SandboxLocation["hostProxy"]> };
+  /** How the caller proved it may: an API key of the sandbox's team, the envd access token, or a signed /files URL. */
+  by: "api-key" | "access-token" | "signature";
+}
+
+const HOW =
+  "send X-API-Key with an API key of the sandbox's team, or X-Access-Token with the sandbox's envdAccessToken";
+
+const refusal = (status: number, message: string, sandboxId?: string): Refusal => ({
+  status,
+  body: sandboxId === undefined ? { code: status, message } : { code: status, message, sandboxId },
+});
+
+export class EdgeAccess {
+  constructor(private readonly options: { repos: Repositories; authCache: AuthCache; locator: SandboxLocator }) {}
+
+  /** The sandbox and how the caller may reach it, or the refusal to answer. */
+  async admit(request: { method?: string; url?: string; headers: IncomingHttpHeaders }, route: EdgeRoute): Promise<Admitted | Refusal> {
+    const { headers } = request;
+    const apiKey = single(headers[API_KEY_HEADER])?.trim();
+    const accessToken = single(headers[ACCESS_TOKEN_HEADER]);
+    if (!apiKey && !accessToken) {
+      const signed = route.port === ENVD_PORT ? signedFileRequest(request) : undefined;
+      if (signed) return this.admitSigned(route, signed);
+      return refusal(401, `missing credentials: ${HOW}`);
+    }
+    let teamId: string | undefined;
+    if (apiKey) {
+      teamId = (await this.teamOfKey(apiKey))?.teamId;
+      if (!teamId) return refusal(401, `invalid or revoked API key (${apiKey.slice(0, 8)}…): ${HOW}`);
+    }
+    const notFound = refusal(404, `sandbox ${route.sandboxId} not found`, route.sandboxId);
+    if (!isValidSandboxId(route.sandboxId)) return notFound;
+    const sandbox = await this.options.locator.find(route.sandboxId);
+    if (!sandbox) return notFound;
+    // A valid key decides alone; the access token then travels on to envd, which checks it again.
+    const allowed = teamId !== undefined ? sandbox.teamId === teamId : tokenMatches(accessToken!, sandbox.envdAccessToken);
+    if (!allowed) return notFound;
+    return this.reachable(sandbox, teamId !== undefined ? "api-key" : "access-token");
+  }
+
+  private reachable(sandbox: SandboxLocation, by: Admitted["by"]): Admitted | Refusal {
+    if (!sandbox.hostProxy) {
+      // The e2b SDK's isRunning() reads 502 as "not running".
+      const why = sandbox.status === "running" ? `its host cannot be reached: ${sandbox.unreachable}` : `it is ${sandbox.status}`;
+      return refusal(502, `sandbox ${sandbox.sandboxId} is not running: ${why}`, sandbox.sandboxId);
+    }
+    return { sandbox: sandbox as Admitted["sandbox"], by };
+  }
+
+  /**
+   * A pre-signed envd /files URL (the e2b SDK's downloadUrl/uploadUrl) carries no header: its
+   * signature, made with the sandbox's access token, is checked here as envd checks it, so only
+   * valid ones reach the sandbox (envd checks again).
+   */
+  private async admitSigned(route: EdgeRoute, signed: SignedFileRequest): Promise<Admitted | Refusal> {
+    const notFound = refusal(404, `sandbox ${route.sandboxId} not found`, route.sandboxId);
+    if (!isValidSandboxId(route.sandboxId)) return notFound;
+    const sandbox = await this.options.locator.find(route.sandboxId);
+    if (!sandbox?.envdAccessToken) return notFound;
+    const problem = fileSignatureProblem(signed, sandbox.envdAccessToken);
+    if (problem === "expired") return refusal(401, "the signed URL has expired; ask for a new one");
+    if (problem) return notFound;
+    return this.reachable(sandbox, "signature");
+  }
+
+  /** The key's team, as the API's authenticate() resolves it (same cache, same checks). */
+  private async teamOfKey(secret: string): Promise<RequestAuth | undefined> {
+    const cached = this.options.authCache.get(secret);
+    if (cached) return cached;
+    const { repos } = this.options;
+    const apiKey = await repos.apiKeys.findBySecret(secret);
+    const team = apiKey && (await repos.teams.get(apiKey.teamId));
+    if (!apiKey || !team) return undefined;
+    const auth: RequestAuth = { teamId: team.id, team, apiKeyId: apiKey.id, userId: null, isAdmin: team.isAdmin };
+    this.options.authCache.set(secret, auth);
+    return auth;
+  }
+}
+
+export function isRefusal(value: Admitted | Refusal): value is Refusal {
+  return "status" in value;
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Constant time: both sides are hashed first, so the comparison says nothing about the token. */
+function tokenMatches(given: string, expected: string | null): boolean {
+  if (expected === null || expected === "") return false;
+  const digest = (text: string) => createHash("sha256").update(text).digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+interface SignedFileRequest {
+  path: string;
+  operation: "read" | "write";
+  username: string;
+  signature: string;
+  expiration: string | null;
+}
+
+/** The signature parameters of `GET/POST /files?…&signature=`, or undefined for any other request. */
+function signedFileRequest(request: { method?: string; url?: string }): SignedFileRequest | undefined {
+  const { method, url } = request;
+  if (!url?.startsWith("/files?") || (method !== "GET" && method !== "POST")) return undefined;
+  const query = new URLSearchParams(url.slice("/files?".length));
+  const signature = query.get("signature");
+  if (!signature) return undefined;
+  return {
+    path: query.get("path") ?? "",
+    operation: method === "GET" ? "read" : "write",
+    username: query.get("username") ?? "",
+    signature,
+    expiration: query.get("signature_expiration"),
+  };
+}
+
+/**
+ * envd's check (packages/envd/src/server/auth.ts): "v1_" + base64(sha256("path:operation:user:token[:expiration]"))
+ * without padding, unexpired. "expired", "invalid" or undefined when it holds.
+ */
+function fileSignatureProblem(signed: SignedFileRequest, token: string): "expired" | "invalid" | undefined {
+  let raw = `${signed.path}:${signed.operation}:${signed.username}:${token}`;
+  let expiration: number | undefined;
+  if (signed.expiration !== null && signed.expiration !== "") {
+    expiration = Number(signed.expiration);
+    if (!Number.isInteger(expiration)) return "invalid";
+    raw += `:${expiration}`;
+  }
+  const expected = "v1_" + createHash("sha256").update(raw).digest("base64").replace(/=+$/, "");
+  // The signature first: only its holder learns that it expired.
+  if (!tokenMatches(signed.signature, expected)) return "invalid";
+  return expiration !== undefined && expiration < Date.now() / 1000 ? "expired" : undefined;
+}

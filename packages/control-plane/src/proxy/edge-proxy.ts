@@ -1,0 +1,330 @@
+// The edge proxy: requests to the control plane's own port that name a sandbox port (route.ts)
+// go to the port proxy of the sandbox's host, everything else to the API. Dispatching in the
+// server's request and upgrade listeners, before Fastify routes anything, keeps a proxied call
+// free of the API's hooks (an E2B_SANDBOX_URL equal to the API URL costs no extra hop).
+//
+// Written on node:http for the same reasons as the host agent's port proxy: bodies stream both
+// ways with backpressure (nothing is buffered whole), a streamed response (Connect server stream,
+// server-sent events) is forwarded chunk by chunk, and a WebSocket is two pipes after the
+// handshake. Connections to hosts are kept alive and reused.
+import http, { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { pipeline, type Duplex } from "node:stream";
+import type { FastifyServerFactory } from "fastify";
+import type { Logger } from "pino";
+import type { AuthCache } from "../api/auth-cache.js";
+import type { Repositories } from "../db/repositories.js";
+import type { HostRegistry } from "../hosts/registry.js";
+import { ENVD_PORT } from "../sandboxes/envd-files.js";
+import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
+import { edgeRouteOf, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, type EdgeRoute } from "./route.js";
+import { SandboxLocator } from "./sandbox-locator.js";
+
+// What the host agent's port proxy reads (packages/host-agent/src/proxy).
+const HOST_TOKEN_HEADER = "x-wrenn-host-token";
+const HOST_SANDBOX_ID_HEADER = "x-wrenn-sandbox-id";
+const HOST_SANDBOX_PORT_HEADER = "x-wrenn-sandbox-port";
+
+/** A host whose port proxy does not accept a connection within this is reported unreachable. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** The host proxy's "no such sandbox here" is a small JSON 404; larger 404s are the sandbox's own. */
+const HOST_NOT_FOUND_MAX_BYTES = 512;
+
+export interface EdgeProxyOptions {
+  /** Sandbox hosts are `<port>-<sandboxId>.<domain>`. */
+  domain: string;
+  repos: Repositories;
+  /** The API's cache of resolved keys, shared so a key costs one lookup for both. */
+  authCache: AuthCache;
+  registry: HostRegistry;
+  logger: Logger;
+  /** How long a running sandbox's location is trusted without a read. */
+  locationTtlMs?: number;
+}
+
+// Connection-level headers (RFC 9110 §7.6.1) belong to one hop; `expect` is answered by this
+// server already; the routing headers are set afresh for the host's proxy.
+const NOT_FORWARDED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "expect",
+  HOST_TOKEN_HEADER,
+  HOST_SANDBOX_ID_HEADER,
+  HOST_SANDBOX_PORT_HEADER,
+]);
+
+function forwardable(headers: IncomingHttpHeaders, keepUpgrade: boolean): OutgoingHttpHeaders {
+  const named = headers.connection ? new Set(headers.connection.toLowerCase().split(",").map((name) => name.trim())) : undefined;
+  const result: OutgoingHttpHeaders = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value !== undefined && !NOT_FORWARDED.has(name) && !named?.has(name)) result[name] = value;
+  }
+  if (keepUpgrade) {
+    result.connection = "upgrade";
+    result.upgrade = headers.upgrade;
+  }
+  return result;
+}
+
+/** A raw HTTP/1.1 head, for sockets that left the HTTP server (upgrades). */
+function rawHead(status: number, statusMessage: string | undefined, rawHeaders: string[]): string {
+  let head = `HTTP/1.1 ${status} ${statusMessage || STATUS_CODES[status] || ""}\r\n`;
+  for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
+  return `${head}\r\n`;
+}
+
+function refuseOnResponse(req: IncomingMessage, res: ServerResponse, { status, body }: Refusal): void {
+  if (res.headersSent || res.destroyed) return;
+  const json = JSON.stringify(body);
+  // A request body left unread would be parsed as the next request: close the connection instead.
+  if (!req.complete) res.shouldKeepAlive = false;
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(json) });
+  res.end(json);
+}
+
+function refuseOnSocket(socket: Duplex, { status, body }: Refusal): void {
+  if (socket.destroyed || !socket.writable) return;
+  const json = JSON.stringify(body);
+  const headers = ["content-type", "application/json", "content-length", String(Buffer.byteLength(json)), "connection", "close"];
+  socket.end(rawHead(status, undefined, headers) + json);
+}
+
+const badRoute = (message: string): Refusal => ({ status: 400, body: { code: 400, message } });
+
+function notRunning(sandboxId: string, why: string): Refusal {
+  return { status: 502, body: { code: 502, message: `sandbox ${sandboxId} is not running: ${why}`, sandboxId } };
+}
+
+/** A request without a body can be sent again when a reused connection to the host was already closed. */
+function bodiless(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  return req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
+}
+
+export class EdgeProxy {
+  private readonly agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
+  private readonly locator: SandboxLocator;
+  private readonly access: EdgeAccess;
+  private readonly log: Logger;
+  /** Client sockets of exchanges in flight and of piped WebSockets: cut when the server closes. */
+  private readonly active = new Set<Duplex>();
+
+  constructor(private readonly options: EdgeProxyOptions) {
+    this.log = options.logger.child({ component: "edge-proxy" });
+    this.locator = new SandboxLocator({ sandboxes: options.repos.sandboxes, registry: options.registry, ttlMs: options.locationTtlMs });
+    this.access = new EdgeAccess({ repos: options.repos, authCache: options.authCache, locator: this.locator });
+  }
+
+  /** For Fastify's `serverFactory`: an HTTP server that hands the API what is not for a sandbox. */
+  readonly serverFactory: FastifyServerFactory = (api, fastifyOptions) => {
+    const server = http.createServer((req, res) => {
+      const route = edgeRouteOf(req.headers, this.options.domain);
+      if (route === undefined) return api(req, res);
+      if ("invalid" in route) return refuseOnResponse(req, res, badRoute(route.invalid));
+      this.proxyRequest(req, res, route).catch((err: unknown) => {
+        this.log.error({ err, sandboxId: route.sandboxId }, "proxying a request failed");
+        refuseOnResponse(req, res, { status: 500, body: { code: 500, message: "the edge proxy failed; see the control plane's log" } });
+      });
+    });
+    // What Fastify sets on a server it makes itself.
+    const number = (value: unknown) => (typeof value === "number" ? value : undefined);
+    server.keepAliveTimeout = number(fastifyOptions.keepAliveTimeout) ?? server.keepAliveTimeout;
+    server.requestTimeout = number(fastifyOptions.requestTimeout) ?? 0;
+    server.setTimeout(number(fastifyOptions.connectionTimeout) ?? 0);
+    server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on("error", () => socket.destroy());
+      const route = edgeRouteOf(req.headers, this.options.domain);
+      if (route === undefined) {
+        // The API serves no WebSocket; a listener added later (a plugin) would answer instead.
+        if (server.listenerCount("upgrade") === 1) refuseOnSocket(socket, { status: 404, body: { code: 404, message: `no WebSocket at ${req.url ?? "/"}` } });
+        return;
+      }
+      if ("invalid" in route) return refuseOnSocket(socket, badRoute(route.invalid));
+      this.proxyUpgrade(req, socket, head, route).catch((err: unknown) => {
+        this.log.error({ err, sandboxId: route.sandboxId }, "proxying a WebSocket failed");
+        refuseOnSocket(socket, { status: 500, body: { code: 500, message: "the edge proxy failed; see the control plane's log" } });
+      });
+    });
+    return server;
+  };
+
+  /** Cuts proxied exchanges still open (long streams, WebSockets) so the server can close. */
+  close(): void {
+    for (const socket of this.active) socket.destroy();
+    this.active.clear();
+    this.agent.destroy();
+  }
+
+  private async proxyRequest(req: IncomingMessage, res: ServerResponse, route: EdgeRoute): Promise<void> {
+    const admission = await this.access.admit(req, route);
+    if (isRefusal(admission)) return refuseOnResponse(req, res, admission);
+    const socket = req.socket;
+    this.active.add(socket);
+    res.once("close", () => this.active.delete(socket));
+    this.send(req, res, route, admission, bodiless(req));
+  }
+
+  private send(req: IncomingMessage, res: ServerResponse, route: EdgeRoute, admitted: Admitted, mayRetry: boolean): void {
+    const upstream = this.request(req, route, admitted, false);
+    let responded = false;
+    upstream.on("response", (upstreamRes) => {
+      responded = true;
+      const status = upstreamRes.statusCode ?? 502;
+      if (status === 404 && this.mayBeHostNotFound(upstreamRes)) return void this.answerNotFound(res, upstreamRes, route);
+      // The host's proxy could not reach the port (or refused its token): look the sandbox up again next time.
+      if (status === 502 || status === 401) this.locator.forget(route.sandboxId);
+      res.writeHead(status, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false));
+      // A server stream (Connect, SSE) may send its headers long before its first message.
+      res.flushHeaders();
+      pipeline(upstreamRes, res, () => {});
+    });
+    upstream.on("error", (err: NodeJS.ErrnoException) => {
+      if (responded) {
+        res.destroy(err); // cut short mid-body: the client must see a broken response, not a short one
+        return;
+      }
+      // A kept-alive connection the host closed just as it was reused: nothing reached it, send again.
+      if (mayRetry && upstream.reusedSocket && err.code === "ECONNRESET" && !res.destroyed) {
+        return this.send(req, res, route, admitted, false);
+      }
+      this.locator.forget(route.sandboxId);
+      this.log.warn({ sandboxId: route.sandboxId, err: err.message }, "the sandbox's host could not be reached");
+      refuseOnResponse(req, res, notRunning(route.sandboxId, `its host's proxy cannot be reached (${err.code ?? err.message})`));
+    });
+    // The client went away (mid-upload or mid-response): so must the request to the host.
+    const abandon = () => {
+      if (!res.writableFinished) upstream.destroy();
+    };
+    res.once("close", abandon);
+    upstream.once("close", () => res.off("close", abandon));
+    if (mayRetry) upstream.end();
+    // pipe (not pipeline): a failed upstream must not destroy the client's socket before the 502.
+    else req.pipe(upstream);
+  }
+
+  private async proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, route: EdgeRoute): Promise<void> {
+    const admission = await this.access.admit(req, route);
+    if (isRefusal(admission)) return refuseOnSocket(socket, admission);
+    const upstream = this.request(req, route, admission, true);
+    const abandon = () => upstream.destroy();
+    socket.once("close", abandon);
+
+    upstream.on("upgrade", (upstreamRes, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+      socket.off("close", abandon);
+      this.active.add(socket);
+      socket.once("close", () => this.active.delete(socket));
+      upstreamSocket.on("error", () => upstreamSocket.destroy());
+      (upstreamSocket as Socket).setNoDelay?.(true);
+      socket.write(rawHead(101, upstreamRes.statusMessage, upstreamRes.rawHeaders));
+      if (upstreamHead.length > 0) socket.write(upstreamHead);
+      if (head.length > 0) upstreamSocket.write(head);
+      // Each direction ends (or breaks) the other, like the TCP connection it stands for.
+      pipeline(upstreamSocket, socket, () => {});
+      pipeline(socket, upstreamSocket, () => {});
+    });
+    // The sandbox (or the host's proxy) declined the upgrade: pass its answer on and close.
+    upstream.on("response", (upstreamRes) => {
+      if (upstreamRes.statusCode === 404 || upstreamRes.statusCode === 502) this.locator.forget(route.sandboxId);
+      const headers = forwardable(upstreamRes.headers, false);
+      const raw = Object.entries(headers).flatMap(([name, value]) =>
+        (Array.isArray(value) ? value : [String(value)]).flatMap((v) => [name, v]),
+      );
+      socket.write(rawHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, [...raw, "connection", "close"]));
+      pipeline(upstreamRes, socket, () => {});
+    });
+    upstream.on("error", (err: NodeJS.ErrnoException) => {
+      this.locator.forget(route.sandboxId);
+      refuseOnSocket(socket, notRunning(route.sandboxId, `its host's proxy cannot be reached (${err.code ?? err.message})`));
+    });
+    upstream.end();
+  }
+
+  /** The request to the host's port proxy: the client's, minus the credentials the proxy consumed. */
+  private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean): http.ClientRequest {
+    const { hostProxy, envdAccessToken } = admitted.sandbox;
+    const headers = forwardable(req.headers, upgrade);
+    // The team's API key never reaches a sandbox; neither do E2B's routing headers.
+    delete headers[API_KEY_HEADER];
+    delete headers[SANDBOX_ID_HEADER];
+    delete headers[SANDBOX_PORT_HEADER];
+    if (route.port !== ENVD_PORT) {
+      delete headers[ACCESS_TOKEN_HEADER]; // envd's token is for envd only
+    } else if (headers[ACCESS_TOKEN_HEADER] === undefined && admitted.by === "api-key" && envdAccessToken) {
+      headers[ACCESS_TOKEN_HEADER] = envdAccessToken; // the team's key stands for the sandbox's token
+    }
+    headers[HOST_SANDBOX_ID_HEADER] = route.sandboxId;
+    headers[HOST_SANDBOX_PORT_HEADER] = String(route.port);
+    headers[HOST_TOKEN_HEADER] = hostProxy.token;
+    const upstream = http.request({
+      host: hostProxy.hostname,
+      port: hostProxy.port,
+      method: req.method,
+      path: req.url,
+      headers,
+      agent: this.agent,
+    });
+    upstream.on("socket", (socket: Socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(() => {
+        const err: NodeJS.ErrnoException = new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`);
+        err.code = "ETIMEDOUT";
+        upstream.destroy(err);
+      }, CONNECT_TIMEOUT_MS);
+      socket.once("connect", () => clearTimeout(timer));
+      socket.once("close", () => clearTimeout(timer));
+    });
+    return upstream;
+  }
+
+  private mayBeHostNotFound(upstreamRes: IncomingMessage): boolean {
+    const length = Number(upstreamRes.headers["content-length"]);
+    return upstreamRes.headers["content-type"] === "application/json" && length > 0 && length <= HOST_NOT_FOUND_MAX_BYTES;
+  }
+
+  /**
+   * A small JSON 404: either the host's proxy saying the sandbox is not there (gone since it was
+   * looked up: answered 502 as for any sandbox not running) or the sandbox's own answer, passed on.
+   */
+  private async answerNotFound(res: ServerResponse, upstreamRes: IncomingMessage, route: EdgeRoute): Promise<void> {
+    const chunks: Buffer[] = [];
+    try {
+      for await (const chunk of upstreamRes) chunks.push(chunk as Buffer);
+    } catch {
+      res.destroy();
+      return;
+    }
+    const body = Buffer.concat(chunks);
+    let hostSaysGone = false;
+    try {
+      const parsed = JSON.parse(body.toString("utf8")) as { code?: unknown; message?: unknown };
+      hostSaysGone = parsed.code === 404 && parsed.message === `sandbox ${route.sandboxId} not found`;
+    } catch {
+      // not JSON after all: the sandbox's own answer
+    }
+    if (hostSaysGone) {
+      this.locator.forget(route.sandboxId);
+      const { status, body: refusal } = notRunning(route.sandboxId, "its host no longer runs it");
+      const json = JSON.stringify(refusal);
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(json) });
+      res.end(json);
+      return;
+    }
+    res.writeHead(404, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false));
+    res.end(body);
+  }
+}
+
+/** The edge proxy for an API built with the sandbox and host services, else undefined (tests of other routes). */
+export function createEdgeProxy(
+  deps: { repos: Repositories; logger: Logger; config: { domain: string }; services: { hosts?: HostRegistry } },
+  authCache: AuthCache,
+): EdgeProxy | undefined {
+  if (!deps.services.hosts) return undefined;
+  return new EdgeProxy({ domain: deps.config.domain, repos: deps.repos, authCache, registry: deps.services.hosts, logger: deps.logger });
+}

@@ -1,0 +1,375 @@
+// The edge proxy on the API's own port, end to end: real HTTP to the control plane, a real host
+// agent and gVisor sandboxes. envd through host-name and header routing, Connect unary and server
+// streams, an HTTP and WebSocket server started inside the sandbox, and every refusal (none of
+// which reaches the sandbox).
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import http, { type IncomingHttpHeaders } from "node:http";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { WebSocket } from "ws";
+import { startApi, type ApiTeam, type ApiUnderTest } from "./api-harness.js";
+import { skipAgent, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const AGENT = { pool: "10.244.1.0/24", table: "wrenn_hpx_edge" };
+const ENVD = 49983;
+/** The port of the test server started inside the sandbox (HTTP echo + WebSocket echo). */
+const ECHO_PORT = 9000;
+
+// Answers HTTP with what it received (and /seen with every path it was asked for), and echoes
+// WebSocket text frames as `echo:<text>`. Runs on the Node that ships in /opt/wrenn.
+const ECHO_SERVER = String.raw`
+const http = require("http"), crypto = require("crypto");
+const seen = [];
+const server = http.createServer((req, res) => {
+  if (req.url !== "/seen") seen.push(req.url);
+  res.setHeader("content-type", "application/json");
+  res.end(JSON.stringify(req.url === "/seen" ? seen : { url: req.url, headers: req.headers }));
+});
+server.on("upgrade", (req, socket) => {
+  seen.push("ws " + req.url);
+  const accept = crypto.createHash("sha1").update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+  socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
+  let buf = Buffer.alloc(0);
+  socket.on("data", (data) => {
+    buf = Buffer.concat([buf, data]);
+    for (;;) {
+      if (buf.length < 2) return;
+      const op = buf[0] & 15;
+      let len = buf[1] & 127, off = 2;
+      if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
+      const masked = (buf[1] & 128) !== 0;
+      if (buf.length < off + (masked ? 4 : 0) + len) return;
+      const mask = masked ? buf.subarray(off, off + 4) : null;
+      if (masked) off += 4;
+      const payload = Buffer.from(buf.subarray(off, off + len));
+      if (mask) for (let i = 0; i < len; i++) payload[i] ^= mask[i & 3];
+      buf = buf.subarray(off + len);
+      if (op === 8) { socket.end(Buffer.from([0x88, 0])); return; }
+      const reply = Buffer.from("echo:" + payload.toString());
+      const head = reply.length < 126 ? Buffer.from([0x81, reply.length]) : Buffer.from([0x81, 126, reply.length >> 8, reply.length & 255]);
+      socket.write(Buffer.concat([head, reply]));
+    }
+  });
+  socket.on("error", () => {});
+});
+server.listen(${ECHO_PORT});
+`;
+const NODE_IN_SANDBOX = "/opt/wrenn/lib/ld-linux-x86-64.so.2 --library-path /opt/wrenn/lib /opt/wrenn/lib/node";
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+}
+
+describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
+  let stack: ApiUnderTest;
+  let port: number;
+  /** A running sandbox of team A, and its envd access token. */
+  let sandboxId: string;
+  let accessToken: string;
+
+  /** One request to the API's port, with a Host of our choosing (fetch will not set one). */
+  function send(options: { method?: string; path?: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Reply> {
+    const { method = "GET", path = "/", headers = {}, body } = options;
+    return new Promise((resolve, reject) => {
+      const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (text += chunk));
+        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, text }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
+  const byHost = (id: string, sandboxPort: number | string) => ({ host: `${sandboxPort}-${id}.localhost:${port}` });
+  const byHeaders = (id: string, sandboxPort: number | string) => ({ "e2b-sandbox-id": id, "e2b-sandbox-port": String(sandboxPort) });
+  const keyOf = (team: ApiTeam) => ({ "x-api-key": team.key });
+
+  async function createSandbox(team: ApiTeam): Promise<{ id: string; envdAccessToken: string }> {
+    const response = await stack.call(team, "POST", "/v1/sandboxes", { template: TEST_TEMPLATE, timeoutSec: 0 });
+    const created = (await response.json()) as Json;
+    assert.equal(response.status, 201, JSON.stringify(created));
+    return { id: created.id, envdAccessToken: created.envdAccessToken };
+  }
+
+  /** A Connect server-stream request body: one envelope (flags 0, big-endian length, JSON). */
+  function envelope(message: unknown): Buffer {
+    const json = Buffer.from(JSON.stringify(message));
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(json.length, 1);
+    return Buffer.concat([head, json]);
+  }
+
+  /** Process.Start through the proxy; yields each stream message as it arrives, with its arrival time. */
+  async function* startProcess(command: string, headers: Record<string, string>): AsyncGenerator<{ message: Json; at: number }> {
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port,
+          method: "POST",
+          path: "/process.Process/Start",
+          headers: { ...headers, "content-type": "application/connect+json", "connect-protocol-version": "1" },
+          agent: false,
+        },
+        resolve,
+      );
+      req.on("error", reject);
+      req.end(envelope({ process: { cmd: "/bin/sh", args: ["-c", command] }, stdin: false }));
+    });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers["content-type"], "application/connect+json");
+    let buffered = Buffer.alloc(0);
+    try {
+      for await (const chunk of res) {
+        buffered = Buffer.concat([buffered, chunk as Buffer]);
+        while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+          const length = buffered.readUInt32BE(1);
+          const flags = buffered[0]!;
+          const message = JSON.parse(buffered.subarray(5, 5 + length).toString()) as Json;
+          buffered = buffered.subarray(5 + length);
+          if (flags & 2) {
+            assert.equal(message.error, undefined, JSON.stringify(message)); // end-of-stream: no error
+            return;
+          }
+          yield { message, at: Date.now() };
+        }
+      }
+    } finally {
+      res.destroy();
+    }
+  }
+
+  /** Runs a shell command in the sandbox through the proxy; its stdout. */
+  async function sh(command: string): Promise<string> {
+    let stdout = "";
+    for await (const { message } of startProcess(command, { ...byHeaders(sandboxId, ENVD), "x-access-token": accessToken })) {
+      const event = message.event ?? {};
+      if (event.data?.stdout) stdout += Buffer.from(event.data.stdout, "base64").toString();
+      if (event.end) assert.equal(event.end.exitCode ?? 0, 0, `${command}: ${JSON.stringify(event.end)}`);
+    }
+    return stdout;
+  }
+
+  /** The paths the in-sandbox echo server has been asked for. */
+  async function seenBySandbox(): Promise<string[]> {
+    const reply = await send({ path: "/seen", headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) } });
+    assert.equal(reply.status, 200, reply.text);
+    return JSON.parse(reply.text) as string[];
+  }
+
+  before(async () => {
+    stack = await startApi({ database: "pglite", agents: [AGENT] });
+    port = Number(new URL(stack.url).port);
+    ({ id: sandboxId, envdAccessToken: accessToken } = await createSandbox(stack.teamA));
+    // The echo server, uploaded through the proxy, started in the background inside the sandbox.
+    const upload = await send({
+      method: "POST",
+      path: "/files?path=/tmp/echo.js",
+      headers: { ...byHeaders(sandboxId, ENVD), "x-access-token": accessToken, "content-type": "application/octet-stream" },
+      body: ECHO_SERVER,
+    });
+    assert.equal(upload.status, 200, upload.text);
+    await sh(`(${NODE_IN_SANDBOX} /tmp/echo.js > /tmp/echo.log 2>&1 &)`);
+    await waitFor("the echo server in the sandbox", async () => {
+      const reply = await send({ path: "/ready", headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) } });
+      return reply.status === 200;
+    });
+  });
+
+  after(async () => {
+    await stack?.close();
+  });
+
+  test("envd's /health answers through host-name routing and through E2B's headers", async () => {
+    const viaHost = await send({ path: "/health", headers: { ...byHost(sandboxId, ENVD), "x-access-token": accessToken } });
+    assert.equal(viaHost.status, 204, viaHost.text);
+    const viaHeaders = await send({ path: "/health", headers: { ...byHeaders(sandboxId, ENVD), ...keyOf(stack.teamA) } });
+    assert.equal(viaHeaders.status, 204, viaHeaders.text);
+    // Everything else is still the API.
+    const api = await send({ path: `/v1/sandboxes/${sandboxId}`, headers: { ...keyOf(stack.teamA), host: `localhost:${port}` } });
+    assert.equal(api.status, 200, api.text);
+    assert.equal(JSON.parse(api.text).id, sandboxId);
+  });
+
+  test("a Connect JSON unary call reaches envd, which checks the access token itself", async () => {
+    const stat = (headers: Record<string, string>) =>
+      send({
+        method: "POST",
+        path: "/filesystem.Filesystem/Stat",
+        headers: { ...byHeaders(sandboxId, ENVD), ...headers, "content-type": "application/json", "connect-protocol-version": "1" },
+        body: JSON.stringify({ path: "/home/user" }),
+      });
+    const withToken = await stat({ "x-access-token": accessToken });
+    assert.equal(withToken.status, 200, withToken.text);
+    const entry = JSON.parse(withToken.text).entry as Json;
+    assert.deepEqual([entry.name, entry.type, entry.path], ["user", "FILE_TYPE_DIRECTORY", "/home/user"]);
+    // The team's key stands for the token when none is sent...
+    assert.equal((await stat(keyOf(stack.teamA))).status, 200);
+    // ...but a token sent beside it travels on untouched, and envd refuses a wrong one.
+    const wrongTokenWithKey = await stat({ ...keyOf(stack.teamA), "x-access-token": "not-the-token" });
+    assert.equal(wrongTokenWithKey.status, 401, wrongTokenWithKey.text);
+  });
+
+  test("a /files URL signed with the access token needs no header; a wrong or expired one is refused", async () => {
+    const sign = (path: string, operation: string, expiration?: number) =>
+      "v1_" +
+      createHash("sha256")
+        .update(`${path}:${operation}::${accessToken}${expiration === undefined ? "" : `:${expiration}`}`)
+        .digest("base64")
+        .replace(/=+$/, "");
+    const download = (query: string) => send({ path: `/files?path=%2Ftmp%2Fecho.js&${query}`, headers: byHost(sandboxId, ENVD) });
+    const signed = await download(`signature=${encodeURIComponent(sign("/tmp/echo.js", "read"))}`);
+    assert.equal(signed.status, 200, signed.text);
+    assert.equal(signed.text, ECHO_SERVER);
+    const later = Math.floor(Date.now() / 1000) + 60;
+    const expiring = await download(`signature=${encodeURIComponent(sign("/tmp/echo.js", "read", later))}&signature_expiration=${later}`);
+    assert.equal(expiring.status, 200, expiring.text);
+
+    const earlier = Math.floor(Date.now() / 1000) - 60;
+    const expired = await download(`signature=${encodeURIComponent(sign("/tmp/echo.js", "read", earlier))}&signature_expiration=${earlier}`);
+    assert.equal(expired.status, 401, expired.text);
+    for (const signature of [sign("/tmp/echo.js", "write"), sign("/etc/passwd", "read"), "v1_forged"]) {
+      const refused = await download(`signature=${encodeURIComponent(signature)}`);
+      assert.equal(refused.status, 404, refused.text);
+    }
+  });
+
+  test("a large upload and download stream through the proxy intact", async () => {
+    const data = randomBytes(16 * 1024 * 1024);
+    const headers = { ...byHost(sandboxId, ENVD), "x-access-token": accessToken };
+    const upload = await send({
+      method: "POST",
+      path: "/files?path=/tmp/big.bin",
+      headers: { ...headers, "content-type": "application/octet-stream" },
+      body: data,
+    });
+    assert.equal(upload.status, 200, upload.text);
+    const downloaded = await new Promise<Buffer>((resolve, reject) => {
+      http
+        .get({ host: "127.0.0.1", port, path: "/files?path=/tmp/big.bin", headers, agent: false }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("end", () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`download: ${res.statusCode}`))));
+        })
+        .on("error", reject);
+    });
+    assert.equal(downloaded.length, data.length);
+    assert.ok(downloaded.equals(data), "the downloaded bytes differ from the uploaded ones");
+    await sh("rm /tmp/big.bin");
+  });
+
+  test("a server-streamed Process.Start arrives in order, each event as it happens", async () => {
+    const events: Array<{ message: Json; at: number }> = [];
+    const command = "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done";
+    for await (const event of startProcess(command, { ...byHost(sandboxId, ENVD), "x-access-token": accessToken })) events.push(event);
+    assert.ok(events[0]!.message.event.start.pid > 0, JSON.stringify(events[0]));
+    const data = events.filter((e) => e.message.event.data);
+    const stdout = data.map((e) => Buffer.from(e.message.event.data.stdout, "base64").toString()).join("");
+    assert.equal(stdout, "line1\nline2\nline3\nline4\nline5\n");
+    assert.ok("end" in events.at(-1)!.message.event, JSON.stringify(events.at(-1)));
+    // Streamed, not buffered: the first line arrived well before the last.
+    assert.ok(data.at(-1)!.at - data[0]!.at >= 800, `lines arrived within ${data.at(-1)!.at - data[0]!.at} ms`);
+  });
+
+  test("an HTTP server started in the sandbox is reached on its port, without the caller's credentials", async () => {
+    await sh("mkdir -p /tmp/www && echo served > /tmp/www/index.html && (httpd -p 8080 -h /tmp/www &)");
+    const index = await waitFor("busybox httpd in the sandbox", async () => {
+      const reply = await send({ path: "/index.html", headers: { ...byHost(sandboxId, 8080), ...keyOf(stack.teamA) } });
+      return reply.status === 502 ? undefined : reply;
+    });
+    assert.deepEqual([index.status, index.text], [200, "served\n"]);
+
+    const echoed = await send({
+      method: "POST",
+      path: "/echo?x=1",
+      headers: { ...byHost(sandboxId, ECHO_PORT), ...keyOf(stack.teamA), "x-access-token": accessToken, "x-custom": "kept" },
+      body: "payload",
+    });
+    assert.equal(echoed.status, 200, echoed.text);
+    const seen = JSON.parse(echoed.text) as Json;
+    assert.equal(seen.url, "/echo?x=1");
+    assert.equal(seen.headers["x-custom"], "kept");
+    assert.equal(seen.headers.host, `${ECHO_PORT}-${sandboxId}.localhost:${port}`);
+    for (const secret of ["x-api-key", "x-access-token", "x-wrenn-host-token"]) assert.equal(seen.headers[secret], undefined, `${secret} reached the sandbox`);
+  });
+
+  test("a WebSocket to a server in the sandbox is piped both ways", async () => {
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/chat`, { headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) } });
+    await once(socket, "open");
+    const replies: string[] = [];
+    const allReplies = new Promise<void>((resolve) =>
+      socket.on("message", (data) => {
+        replies.push(String(data));
+        if (replies.length === 3) resolve();
+      }),
+    );
+    for (const text of ["one", "two", "x".repeat(1000)]) socket.send(text);
+    await allReplies;
+    assert.deepEqual(replies, ["echo:one", "echo:two", `echo:${"x".repeat(1000)}`]);
+    socket.close();
+    await once(socket, "close");
+  });
+
+  test("requests without the sandbox's team's credentials are refused and never reach the sandbox", async () => {
+    const { teamA, teamB } = stack;
+    const unknownId = "nosuchsandbox0000000";
+    const notFound = (id: string) => ({ code: 404, message: `sandbox ${id} not found`, sandboxId: id });
+    const cases: Array<[string, Record<string, string>, number, Json | undefined]> = [
+      ["no credentials", byHeaders(sandboxId, ECHO_PORT), 401, undefined],
+      ["no credentials, by host", byHost(sandboxId, ECHO_PORT), 401, undefined],
+      ["an invalid API key", { ...byHeaders(sandboxId, ECHO_PORT), "x-api-key": "wrn_not-a-key" }, 401, undefined],
+      ["another team's key", { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(teamB) }, 404, notFound(sandboxId)],
+      ["a wrong access token", { ...byHeaders(sandboxId, ECHO_PORT), "x-access-token": "not-the-token" }, 404, notFound(sandboxId)],
+      ["an unknown sandbox", { ...byHeaders(unknownId, ECHO_PORT), ...keyOf(teamA) }, 404, notFound(unknownId)],
+      ["an unknown sandbox, by token", { ...byHost(unknownId, ECHO_PORT), "x-access-token": accessToken }, 404, notFound(unknownId)],
+      ["a port out of range", { host: `99999-${sandboxId}.localhost`, ...keyOf(teamA) }, 400, undefined],
+      ["a host name without a port", { host: `echo-${sandboxId}.localhost`, ...keyOf(teamA) }, 400, undefined],
+      ["the sandbox id header alone", { "e2b-sandbox-id": sandboxId, ...keyOf(teamA) }, 400, undefined],
+    ];
+    for (const [index, [what, headers, status, body]] of cases.entries()) {
+      const reply = await send({ method: "POST", path: `/probe-${index}`, headers, body: "x" });
+      assert.equal(reply.status, status, `${what}: ${reply.text}`);
+      assert.equal(reply.headers["content-type"], "application/json", what);
+      const json = JSON.parse(reply.text) as Json;
+      if (body) assert.deepEqual(json, body, what);
+      else assert.deepEqual([json.code, typeof json.message], [status, "string"], what);
+    }
+    // WebSocket upgrades are refused the same way.
+    for (const [what, headers, status] of [
+      ["no credentials", byHeaders(sandboxId, ECHO_PORT), 401],
+      ["another team's key", { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(teamB) }, 404],
+    ] as const) {
+      const socket = new WebSocket(`ws://127.0.0.1:${port}/probe-ws`, { headers });
+      socket.on("error", () => {}); // terminate() below reports the refused handshake as an error
+      const [, response] = (await once(socket, "unexpected-response")) as [unknown, http.IncomingMessage];
+      assert.equal(response.statusCode, status, what);
+      response.resume();
+      socket.terminate();
+    }
+    const seen = await seenBySandbox();
+    assert.deepEqual(seen.filter((path) => path.includes("probe")), [], "a refused request reached the sandbox");
+  });
+
+  test("a sandbox that stopped answers 502 on envd paths, even while its location is cached", async () => {
+    const other = await createSandbox(stack.teamA);
+    const health = () => send({ path: "/health", headers: { ...byHeaders(other.id, ENVD), "x-access-token": other.envdAccessToken } });
+    assert.equal((await health()).status, 204); // its location is now cached as running
+    const killed = await stack.call(stack.teamA, "DELETE", `/v1/sandboxes/${other.id}`);
+    assert.ok(killed.status < 300, `kill: ${killed.status}`);
+    const gone = await health(); // the host no longer has it
+    assert.equal(gone.status, 502, gone.text);
+    assert.equal(JSON.parse(gone.text).sandboxId, other.id);
+    await sleep(50);
+    const afterwards = await health(); // read afresh: stopped
+    assert.equal(afterwards.status, 502, afterwards.text);
+    assert.match(JSON.parse(afterwards.text).message, /is not running/);
+  });
+});
