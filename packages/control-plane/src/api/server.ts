@@ -13,6 +13,7 @@ import { createEdgeProxy } from "../proxy/edge-proxy.js";
 import { registerOpenApi } from "./openapi.js";
 import { perKeyRateLimit } from "./rate-limit.js";
 import { RequestLog } from "./request-log.js";
+import { e2bRoutes } from "./routes/e2b.js";
 import { routeModules } from "./routes/index.js";
 
 export type Api = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -63,6 +64,7 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
     authenticated.addHook("onRequest", authenticate(deps.repos, authCache));
     for (const module of modules.v1) await authenticated.register(module, { prefix: "/v1", deps, rateLimiters, authCache });
     for (const module of modules.root) await authenticated.register(module, { deps, rateLimiters, authCache });
+    await authenticated.register(e2bRoutes, { deps, rateLimiters, authCache }); // the e2b SDK's paths (routes/e2b.ts)
   });
   return app;
 }
