@@ -45,19 +45,20 @@ export function authenticate(repos: Repositories, cache: AuthCache): onRequestAs
     if (request.routeOptions.config.public) return;
     const secret = presentedApiKey(request);
     if (!secret) throw new WrennError("unauthenticated", `Missing API key. ${HOW_TO_AUTHENTICATE}`);
-    const cached = cache.get(secret);
-    if (cached) {
-      request.auth = cached;
-      return;
-    }
+    const auth = await resolveApiKey(repos, cache, secret);
+    if (!auth) throw new WrennError("unauthenticated", `Invalid or revoked API key (${secret.slice(0, 8)}…). ${HOW_TO_AUTHENTICATE}`);
+    request.auth = auth;
+  };
+}
+
+/** Who an API key (wrn_ secret or e2b_ alias) authenticates, through the cache; undefined when no key of an existing team has it. */
+export function resolveApiKey(repos: Repositories, cache: AuthCache, secret: string): Promise<RequestAuth | undefined> {
+  return cache.resolve(secret, async () => {
     const apiKey = await repos.apiKeys.findBySecret(secret);
     const team = apiKey && (await repos.teams.get(apiKey.teamId));
-    if (!apiKey || !team) {
-      throw new WrennError("unauthenticated", `Invalid or revoked API key (${secret.slice(0, 8)}…). ${HOW_TO_AUTHENTICATE}`);
-    }
-    request.auth = { teamId: team.id, team, apiKeyId: apiKey.id, userId: null, isAdmin: team.isAdmin };
-    cache.set(secret, request.auth);
-  };
+    if (!apiKey || !team) return undefined;
+    return { teamId: team.id, team, apiKeyId: apiKey.id, userId: null, isAdmin: team.isAdmin };
+  });
 }
 
 /** preHandler for admin-only routes: 403 unless the caller's team is an admin team. */

@@ -7,7 +7,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { AuthCache } from "../api/auth-cache.js";
-import type { RequestAuth } from "../api/auth.js";
+import { resolveApiKey, type RequestAuth } from "../api/auth.js";
 import type { Repositories } from "../db/repositories.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
 import { isValidSandboxId, type EdgeRoute } from "./route.js";
@@ -90,16 +90,8 @@ export class EdgeAccess {
   }
 
   /** The key's team, as the API's authenticate() resolves it (same cache, same checks). */
-  private async teamOfKey(secret: string): Promise<RequestAuth | undefined> {
-    const cached = this.options.authCache.get(secret);
-    if (cached) return cached;
-    const { repos } = this.options;
-    const apiKey = await repos.apiKeys.findBySecret(secret);
-    const team = apiKey && (await repos.teams.get(apiKey.teamId));
-    if (!apiKey || !team) return undefined;
-    const auth: RequestAuth = { teamId: team.id, team, apiKeyId: apiKey.id, userId: null, isAdmin: team.isAdmin };
-    this.options.authCache.set(secret, auth);
-    return auth;
+  private teamOfKey(secret: string): Promise<RequestAuth | undefined> {
+    return resolveApiKey(this.options.repos, this.options.authCache, secret);
   }
 }
 
