@@ -1,7 +1,8 @@
 // Benchmarks the control plane against floors measured in the same run:
 // - REST `POST /v1/sandboxes` → `POST /v1/sandboxes/:id/exec` (echo) vs the host agent's own
 //   CreateSandbox → Exec on the same agent, interleaved run for run: the difference is the
-//   control plane's overhead (goal < 10 ms at p50).
+//   control plane's overhead (goal < 10 ms at p50). Each REST pair is followed by two JSON POSTs
+//   to a bare Fastify server: the HTTP floor any API in front of the agent costs its client here.
 // - `GET /v1/sandboxes` under autocannon (50 connections, 10 s) vs a bare Fastify server answering
 //   a constant JSON the same way (goal ≥ 2000 req/s; the control plane is one Node process, one core).
 //   Each load also reports the server's requests per CPU-second (its own process's user+system
@@ -192,6 +193,7 @@ import Fastify from "fastify";
 const app = Fastify({ logger: false });
 const body = { sandboxes: [], nextCursor: null };
 app.get("/v1/sandboxes", async () => body);
+app.post("/hop", async () => ({ ok: true }));
 await app.listen({ host: "127.0.0.1", port: 0 });
 console.log("floor listening on " + app.server.address().port);
 `;
@@ -254,6 +256,17 @@ async function main(): Promise<void> {
     controlPlane = started.child;
     const api: Api = { url: started.matches[0]![1]!, key: started.matches[1]![1]! };
 
+    // The HTTP floor: two JSON POSTs to a bare Fastify server answering at once, right after each
+    // REST create+exec, i.e. what any HTTP API in front of the agent costs its client on this machine.
+    const floorStarted = await startServer(["--input-type=module", "-e", FLOOR_SERVER], {}, /^floor listening on (\d+)$/);
+    floor = floorStarted.child;
+    const floorBase = `http://127.0.0.1:${floorStarted.matches[0]![1]!}`;
+    const twoHops = async () => {
+      const started = performance.now();
+      for (let i = 0; i < 2; i++) await rest({ url: floorBase, key: "" }, "POST", "/hop", { cmd: "/bin/echo" });
+      return performance.now() - started;
+    };
+    await twoHops();
     // Warm-up both paths, then interleave so drift on a noisy machine hits both alike.
     const warm = await restCreateThenExec(api);
     await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
@@ -263,8 +276,10 @@ async function main(): Promise<void> {
     const ownCost: number[] = [];
     const inServer: number[] = [];
     const direct: number[] = [];
+    const hops: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const { elapsed, overhead: own, inServer: server, id } = await restCreateThenExec(api);
+      hops.push(await twoHops());
       viaRest.push(elapsed);
       ownCost.push(own);
       inServer.push(server);
@@ -277,26 +292,28 @@ async function main(): Promise<void> {
     const overhead = { p50: +(restStats.p50 - directStats.p50).toFixed(1), p95: +(restStats.p95 - directStats.p95).toFixed(1) };
     const ownStats = summary(ownCost);
     const inServerStats = summary(inServer);
+    const hopStats = summary(hops);
     report.createToFirstExec = {
       rest: restStats,
       agent: directStats,
       overheadMs: overhead,
       ownCostMs: { p50: +ownStats.p50.toFixed(1), p95: +ownStats.p95.toFixed(1) },
       inServerMs: { p50: +inServerStats.p50.toFixed(1), p95: +inServerStats.p95.toFixed(1) },
+      httpFloorTwoRequestsMs: { p50: hopStats.p50, p95: hopStats.p95 },
+      ownCostOverHttpFloor: +(ownStats.p50 / hopStats.p50).toFixed(2),
     };
     console.log(`agent CreateSandbox → Exec:       p50 ${ms(directStats.p50)}, p95 ${ms(directStats.p95)} (n=${RUNS})`);
     console.log(`REST POST /v1/sandboxes → exec:   p50 ${ms(restStats.p50)}, p95 ${ms(restStats.p95)} (n=${RUNS})`);
     console.log(`difference of the two p50s / p95s: ${ms(overhead.p50)} / ${ms(overhead.p95)} (noise of two boots)`);
     console.log(`control-plane overhead per create+exec (client time − agent time, Server-Timing): p50 ${ms(ownStats.p50)}, p95 ${ms(ownStats.p95)} (goal < ${GOALS.overheadP50Ms} ms at p50)`);
     console.log(`  of which inside the control plane (Server-Timing total − agent): p50 ${ms(inServerStats.p50)}, p95 ${ms(inServerStats.p95)}; the rest is HTTP and the client`);
+    console.log(`  floor: two JSON POSTs to a bare Fastify server right after each create+exec: p50 ${ms(hopStats.p50)}, p95 ${ms(hopStats.p95)} (own cost = ${(ownStats.p50 / hopStats.p50).toFixed(2)}× that floor)`);
 
     // Reads: a few running sandboxes, so the list is not empty.
     const running = [];
     for (let i = 0; i < 3; i++) running.push((await restCreateThenExec(api)).id);
     const listed = await rest(api, "GET", LIST_PATH);
-    const floorStarted = await startServer(["--input-type=module", "-e", FLOOR_SERVER], {}, /^floor listening on (\d+)$/);
-    floor = floorStarted.child;
-    const floorUrl = `http://127.0.0.1:${floorStarted.matches[0]![1]!}/v1/sandboxes`;
+    const floorUrl = `${floorBase}/v1/sandboxes`;
     await load(floorUrl, {}, floor); // warm both servers' JIT the same way
     await load(`${api.url}${LIST_PATH}`, { "x-api-key": api.key }, controlPlane);
     const apiReads = await load(`${api.url}${LIST_PATH}`, { "x-api-key": api.key }, controlPlane);
