@@ -1,7 +1,8 @@
 // `make up`: the whole stack in the foreground. Starts the host agent, waits for it to listen,
 // starts the control plane with that agent as its local host, relays both logs (pretty, prefixed
-// [agent] / [api]) and prints the API's URL and admin key once ready. Ctrl-C stops the control
-// plane, then the agent; sandboxes keep running and the next `make up` takes them back.
+// [agent] / [api]) and prints the API's URL and admin key once ready, with the three `export` lines
+// that point the e2b SDK at this Wrenn. Ctrl-C stops the control plane, then the agent; sandboxes
+// keep running and the next `make up` takes them back.
 // Usage: node --import tsx scripts/up.ts [--data-dir .data] [--warm-pool base=2] [-- <more host agent flags>]
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
@@ -10,6 +11,7 @@ import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { prettyFactory } from "pino-pretty";
+import { e2bKeyFor } from "../packages/control-plane/src/db/api-keys.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values, positionals: agentFlags } = parseArgs({
@@ -119,13 +121,21 @@ controlPlane = start(["packages/control-plane/src/main.ts"], {
   WRENN_LOCAL_AGENT: `127.0.0.1:${agentPort}`,
   WRENN_LOCAL_AGENT_TOKEN_FILE: path.join(agentDataDir, "host-token"),
 });
-const ready: string[] = [];
+const ready = new Map<string, string>();
+let printed = false;
 relay(controlPlane.stdout!, PREFIX.api, (line) => {
-  // The two lines a user copies: alone, unprefixed.
-  if (!/^API( key)?: /.test(line)) return false;
-  ready.push(line);
-  if (ready.length === 2) {
-    console.log(`\n${ready.join("\n")}\n`);
+  // The lines a user copies: alone, unprefixed.
+  const match = /^(API|API key): (\S+)$/.exec(line);
+  if (!match) return false;
+  ready.set(match[1]!, match[2]!);
+  const url = ready.get("API");
+  const key = ready.get("API key");
+  if (url && key && !printed) {
+    printed = true;
+    // The edge proxy serves envd on the API's own port (routing by the SDK's E2b-Sandbox-* headers),
+    // so one URL is both; the e2b_ alias suits every e2b SDK, including those that check the key's shape.
+    const e2b = [`export E2B_API_URL=${url}`, `export E2B_SANDBOX_URL=${url}`, `export E2B_API_KEY=${e2bKeyFor(key)}`];
+    console.log(`\nAPI: ${url}\nAPI key: ${key}\n\n# the e2b SDK (npm e2b, Python e2b) against this Wrenn:\n${e2b.join("\n")}\n`);
     say("Wrenn is up. Ctrl-C stops it.");
   }
   return true;

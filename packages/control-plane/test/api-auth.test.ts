@@ -18,6 +18,7 @@ import { routeModules } from "../src/api/routes/index.js";
 import { buildApi, type Api } from "../src/api/server.js";
 import { loadConfig } from "../src/config.js";
 import { openDatabase, type Database } from "../src/db/database.js";
+import { e2bKeyFor } from "../src/db/api-keys.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
 import { AUTH_CACHE_TTL_MS } from "../src/api/auth-cache.js";
 
@@ -135,22 +136,29 @@ describe("the API on an in-memory database", () => {
     assert.deepEqual(body, { status: "ok" });
   });
 
-  test("a created key's secret is shown once, works, and lists only by prefix", async () => {
+  test("a created key's secret and e2b alias are shown once, work, and list only by prefix", async () => {
     const team = await newTeam();
     const created = await call("POST", "/v1/api-keys", team.secret, { name: "ci" });
     assert.equal(created.status, 201);
     assert.match(created.body.secret, /^wrn_[A-Za-z0-9]{32,}$/);
     assert.ok(created.body.secret.startsWith(created.body.prefix));
+    assert.match(created.body.e2bKey, /^e2b_[0-9a-f]{40}$/);
+    assert.equal(created.body.e2bKey, e2bKeyFor(created.body.secret));
 
     const asNewKey = await call("GET", "/v1/teams/current", created.body.secret);
     assert.equal(asNewKey.body.id, team.teamId);
+    const asAlias = await call("GET", "/v1/teams/current", created.body.e2bKey);
+    assert.equal(asAlias.status, 200);
+    assert.equal(asAlias.body.id, team.teamId, "the alias authenticates as the same team");
 
     const listed = await call("GET", "/v1/api-keys", team.secret);
     assert.equal(listed.status, 200);
     const entry = listed.body.find((key: Json) => key.id === created.body.id);
     assert.equal(entry.name, "ci");
     assert.equal(entry.secret, undefined);
+    assert.equal(entry.e2bKey, undefined);
     assert.ok(!listed.text.includes(created.body.secret));
+    assert.ok(!listed.text.includes(created.body.e2bKey));
     assert.ok(entry.lastUsedAt, "the request made with it shows as its last use");
   });
 
@@ -161,6 +169,7 @@ describe("the API on an in-memory database", () => {
     assert.equal(revoked.status, 204);
     assert.equal(revoked.text, "");
     assert.equal((await call("GET", "/v1/teams/current", created.body.secret)).status, 401);
+    assert.equal((await call("GET", "/v1/teams/current", created.body.e2bKey)).status, 401, "its alias goes with it");
     assert.equal((await call("DELETE", `/v1/api-keys/${created.body.id}`, team.secret)).status, 404);
   });
 
@@ -194,6 +203,9 @@ describe("the API on an in-memory database", () => {
     assert.equal(created.body.team.isAdmin, false);
     const asNewTeam = await call("GET", "/v1/teams/current", created.body.apiKey.secret);
     assert.equal(asNewTeam.body.id, created.body.team.id);
+    assert.equal(created.body.apiKey.e2bKey, e2bKeyFor(created.body.apiKey.secret));
+    const asNewTeamAlias = await call("GET", "/v1/teams/current", created.body.apiKey.e2bKey);
+    assert.equal(asNewTeamAlias.body.id, created.body.team.id, "the first key's e2b alias works too");
     assert.equal((await call("GET", "/v1/teams", created.body.apiKey.secret)).status, 403);
 
     const all = await call("GET", "/v1/teams", admin.secret);

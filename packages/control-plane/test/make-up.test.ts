@@ -1,8 +1,9 @@
 // `make up` end to end, the way a user runs it: the real Makefile target on a temporary data dir
 // builds the `base` template (progress shown), starts the agent and the control plane, prints the
-// API URL and admin key; a sandbox made through the API runs Python; Ctrl-C (SIGINT to make's
-// process group, as a terminal sends it) stops everything cleanly; a second `make up` on the same
-// data dir prints the same key and takes the sandbox back.
+// API URL and admin key, and the three `export E2B_…` lines with which the unmodified e2b SDK
+// creates a `base` sandbox, runs Python and moves files in it; a sandbox made through the API runs
+// Python; Ctrl-C (SIGINT to make's process group, as a terminal sends it) stops everything cleanly;
+// a second `make up` on the same data dir prints the same key and takes the sandbox back.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,6 +13,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
+import { Sandbox } from "e2b";
+import { e2bKeyFor } from "../src/db/api-keys.js";
 import { commandRuns } from "../../host-agent/test/host-tools.js";
 import { removeDataDir, repoRoot, startAgentProcess } from "../../host-agent/test/agent-harness.js";
 import { skipAgent, waitFor } from "./orchestration-harness.js";
@@ -155,6 +158,25 @@ describe("make up", { skip }, () => {
     return { url, key };
   }
 
+  /** The `export E2B_…=…` lines `make up` prints for the e2b SDK, each alone on its line. */
+  async function e2bExports(run: UpRun, timeoutMs: number): Promise<Record<"E2B_API_URL" | "E2B_SANDBOX_URL" | "E2B_API_KEY", string>> {
+    const value = async (name: string) => (await run.line(new RegExp(`^export ${name}=(\\S+)$`), timeoutMs))[1]!;
+    return { E2B_API_URL: await value("E2B_API_URL"), E2B_SANDBOX_URL: await value("E2B_SANDBOX_URL"), E2B_API_KEY: await value("E2B_API_KEY") };
+  }
+
+  /** Runs `body` with exactly these E2B_* variables in the environment (as a user's shell after pasting them). */
+  async function withEnvironment<T>(variables: Record<string, string>, body: () => Promise<T>): Promise<T> {
+    const saved = Object.fromEntries(Object.keys(process.env).filter((name) => name.startsWith("E2B_")).map((name) => [name, process.env[name]]));
+    for (const name of Object.keys(saved)) delete process.env[name];
+    Object.assign(process.env, variables);
+    try {
+      return await body();
+    } finally {
+      for (const name of Object.keys(variables)) delete process.env[name];
+      Object.assign(process.env, saved);
+    }
+  }
+
   /** Ctrl-C: SIGINT to make's process group; resolves once make has gone. */
   async function interrupt(run: UpRun): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     process.kill(-run.make.pid!, "SIGINT");
@@ -217,6 +239,27 @@ describe("make up", { skip }, () => {
     assert.match(output, /^\[agent\] \[\d\d:\d\d:\d\d\.\d{3}\] INFO: /m, "agent logs are readable and prefixed");
     assert.match(output, /^\[api\] {3}\[\d\d:\d\d:\d\d\.\d{3}\] INFO: /m, "control plane logs are readable and prefixed");
     assert.doesNotMatch(output, /^\[(agent|api)\]\s+\{/m, "no raw JSON logs");
+
+    // The lines a user pastes to point the e2b SDK here: the API serves envd too (edge proxy), the key is the admin key's e2b alias.
+    const exports = await e2bExports(first, 5_000);
+    assert.deepEqual(exports, { E2B_API_URL: url, E2B_SANDBOX_URL: url, E2B_API_KEY: e2bKeyFor(key) });
+    await withEnvironment(exports, async () => {
+      const sandbox = await Sandbox.create(); // no template: the SDK asks for `base`, which make up built
+      try {
+        const info = await sandbox.getInfo();
+        assert.equal(info.name, "base");
+        assert.equal(info.state, "running");
+        const run = await sandbox.commands.run("python3 -c 'print(6*7)'");
+        assert.equal(run.exitCode, 0, run.stderr);
+        assert.equal(run.stdout, "42\n");
+        await sandbox.files.write("/home/user/hello.txt", "hello from e2b");
+        assert.equal(await sandbox.files.read("/home/user/hello.txt"), "hello from e2b");
+      } finally {
+        assert.equal(await sandbox.kill(), true);
+      }
+      assert.equal(await sandbox.isRunning(), false);
+      assert.equal(await Sandbox.kill(sandbox.sandboxId), false, "gone: killing it again finds nothing");
+    });
 
     const call = async (method: string, route: string, body?: unknown): Promise<{ status: number; body: Json }> => {
       const response = await fetch(url + route, {

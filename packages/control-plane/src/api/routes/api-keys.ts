@@ -1,4 +1,4 @@
-// /v1/api-keys: the caller's team's keys. A key's secret is shown once, in the create answer.
+// /v1/api-keys: the caller's team's keys. A key's secret and its e2b alias are shown once, in the create answer.
 import { z } from "zod";
 import type { ApiKey } from "../../db/schema.js";
 import { notFound } from "../../errors.js";
@@ -18,6 +18,9 @@ export const ApiKeyView = z
 
 export const CreatedApiKey = ApiKeyView.extend({
   secret: z.string().meta({ description: "The key itself (wrn_…); shown only in this answer, store it now" }),
+  e2bKey: z.string().meta({
+    description: "The same key in E2B's shape (e2b_ + 40 hex), for E2B_API_KEY; shown only in this answer, like the secret",
+  }),
 }).meta({ id: "CreatedApiKey" });
 
 export const toApiKeyView = (key: ApiKey): z.infer<typeof ApiKeyView> => ({
@@ -60,10 +63,10 @@ export const apiKeyRoutes: RouteModule = async (app, { deps, authCache }) => {
       },
     },
     async (request, reply) => {
-      const { apiKey, secret } = await repos.apiKeys.create({ teamId: request.auth.teamId, name: request.body.name });
+      const { apiKey, secret, e2bKey } = await repos.apiKeys.create({ teamId: request.auth.teamId, name: request.body.name });
       request.auditResource = { type: "api_key", id: apiKey.id };
       reply.code(201);
-      return { ...toApiKeyView(apiKey), secret };
+      return { ...toApiKeyView(apiKey), secret, e2bKey };
     },
   );
 

@@ -95,7 +95,7 @@ export const teamRoutes: RouteModule = async (app, { deps }) => {
       if (!slug) throw new WrennError("invalid_argument", "body.slug: the name has no letters or digits to make a slug of; give a slug");
       const taken = () => new WrennError("conflict", `A team with slug "${slug}" already exists; choose another slug.`);
       if (await repos.teams.getBySlug(slug)) throw taken();
-      const { team, apiKey, secret } = await database.db
+      const { team, apiKey, secret, e2bKey } = await database.db
         .transaction(async (tx) => {
           const inTransaction = createRepositories(tx);
           const team = await inTransaction.teams.create({ name, slug, isAdmin });
@@ -106,7 +106,7 @@ export const teamRoutes: RouteModule = async (app, { deps }) => {
         });
       request.auditResource = { type: "team", id: team.id };
       reply.code(201);
-      return { team: toTeamView(team), apiKey: { ...toApiKeyView(apiKey), secret } };
+      return { team: toTeamView(team), apiKey: { ...toApiKeyView(apiKey), secret, e2bKey } };
     },
   );
 };
