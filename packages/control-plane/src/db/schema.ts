@@ -25,6 +25,10 @@ export const PLATFORM_TEAM_ID = "00000000-0000-0000-0000-000000000000";
 export const SANDBOX_STATUSES = ["starting", "running", "paused", "stopped", "error", "unknown"] as const;
 export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 
+/** What the host does when a sandbox's timeout runs out: pause it (Wrenn's default) or kill it (E2B's). */
+export const ON_TIMEOUT_ACTIONS = ["pause", "kill"] as const;
+export type OnTimeout = (typeof ON_TIMEOUT_ACTIONS)[number];
+
 export const HOST_STATUSES = ["pending", "ready", "unhealthy", "draining"] as const;
 export type HostStatus = (typeof HOST_STATUSES)[number];
 
@@ -228,6 +232,7 @@ export const sandboxes = pgTable(
     memoryMb: integer("memory_mb").notNull(),
     diskSizeMb: integer("disk_size_mb").notNull().default(5120),
     timeoutSec: integer("timeout_sec").notNull(),
+    onTimeout: text("on_timeout").$type<OnTimeout>().notNull().default("pause"),
     metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
     /** Egress allow/deny lists (CIDRs or host names), as the host agent's network takes them. */
     allowOut: jsonb("allow_out").$type<string[]>().notNull().default([]),
@@ -252,6 +257,7 @@ export const sandboxes = pgTable(
     index("sandboxes_host_id_status_idx").on(table.hostId, table.status),
     index("sandboxes_metadata_idx").using("gin", table.metadata.op("jsonb_path_ops")),
     check("sandboxes_status_check", oneOf("status", SANDBOX_STATUSES)),
+    check("sandboxes_on_timeout_check", oneOf("on_timeout", ON_TIMEOUT_ACTIONS)),
   ],
 );
 

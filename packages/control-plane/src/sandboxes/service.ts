@@ -6,14 +6,14 @@
 import { randomBytes, randomInt } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { SQL } from "drizzle-orm";
-import type { ExecStreamResponse, MetricPoint as AgentMetricPoint, WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
+import { OnTimeout as OnTimeoutAction, type ExecStreamResponse, type MetricPoint as AgentMetricPoint, type WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import type { PendingAudit } from "../db/audit.js";
 import type { MetricPoint } from "../db/metrics.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
 import { InvalidCursorError, type SandboxJsonPage } from "../db/sandboxes.js";
-import { METRIC_TIERS, type Host, type MetricTier, type Sandbox, type SandboxStatus, type Template } from "../db/schema.js";
+import { METRIC_TIERS, type Host, type MetricTier, type OnTimeout, type Sandbox, type SandboxStatus, type Template } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
@@ -38,8 +38,10 @@ export interface CreateSandboxInput {
   vcpus?: number;
   memoryMb?: number;
   diskSizeMb?: number;
-  /** Seconds of inactivity before the host pauses it; 0: never. */
+  /** Seconds of inactivity before the host pauses it (or kills it, see onTimeout); 0: never. */
   timeoutSec?: number;
+  /** What the host does when the timeout runs out; default: pause. */
+  onTimeout?: OnTimeout;
   metadata?: Record<string, string>;
   /** Environment of every process in the sandbox; not stored (it may hold secrets). */
   envVars?: Record<string, string>;
@@ -142,6 +144,7 @@ export class SandboxService {
       teamId,
       template: template.name,
       ...shape,
+      onTimeout: input.onTimeout ?? "pause",
       metadata: input.metadata ?? {},
       allowOut: input.allowOut ?? [],
       denyOut: input.denyOut ?? [],
@@ -165,6 +168,7 @@ export class SandboxService {
               sandboxId: row.id,
               template: hostTemplateName,
               ...shape,
+              onTimeout: row.onTimeout === "kill" ? OnTimeoutAction.KILL : OnTimeoutAction.PAUSE,
               envVars: input.envVars ?? {},
               allowOut: row.allowOut,
               denyOut: row.denyOut,

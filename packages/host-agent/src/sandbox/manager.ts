@@ -18,7 +18,7 @@ import { resolvConf } from "./network/dns.js";
 import type { Firewall } from "./network/firewall.js";
 import { createNetwork, destroyNetwork, isSandboxId, planNetwork, type SandboxNetwork } from "./network/namespace.js";
 import type { SlotAllocator } from "./network/slots.js";
-import { readRecord, writeRecord, type SandboxRecord, type SandboxStatus } from "./record.js";
+import { readRecord, writeRecord, type SandboxRecord, type SandboxStatus, type TimeoutAction } from "./record.js";
 import { ENVD_PORT, type RuntimeDriver, type RuntimeName } from "./runtime/driver.js";
 import { createDisk, destroyDisk, diskOf, diskUsageBytes, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
 import { mountRootfs, removeUnlessMounted, unmountRootfs } from "./storage/rootfs.js";
@@ -41,6 +41,8 @@ export interface CreateSandboxOptions {
   memoryMb?: number;
   diskSizeMb?: number;
   timeoutSec?: number;
+  /** What the reaper does when the timeout runs out; default: pause. */
+  onTimeout?: TimeoutAction;
   envVars?: Record<string, string>;
   allowOut?: string[];
   denyOut?: string[];
@@ -208,6 +210,7 @@ export class SandboxManager {
     Object.assign(record, {
       id: wanted.id,
       timeoutSec: wanted.timeoutSec,
+      onTimeout: wanted.onTimeout,
       metadata: wanted.metadata,
       allowOut: wanted.allowOut,
       denyOut: wanted.denyOut,
@@ -315,6 +318,7 @@ export class SandboxManager {
       memoryMb,
       diskSizeMb,
       timeoutSec,
+      onTimeout: request.onTimeout ?? "pause",
       metadata: request.metadata ?? {},
       allowOut,
       denyOut,
@@ -490,7 +494,10 @@ export class SandboxManager {
     });
   }
 
-  /** TTL reaper: pauses sandboxes idle for longer than their timeout. */
+  /**
+   * TTL reaper: pauses sandboxes idle for longer than their timeout, or destroys those created
+   * with onTimeout "kill" (reported as exited, like a sandbox that stopped by itself).
+   */
   async reapIdle(now = Date.now()): Promise<void> {
     for (const sandbox of this.list()) {
       const { record } = sandbox;
@@ -501,12 +508,20 @@ export class SandboxManager {
           // Re-checked under the lock: a request may have touched or changed it meanwhile.
           if (!this.sandboxes.has(record.id) || record.status !== "running") return;
           if (Date.now() - record.lastActiveAt < record.timeoutSec * 1000) return;
+          const idleSec = Math.round((Date.now() - record.lastActiveAt) / 1000);
+          if (record.onTimeout === "kill") {
+            // Reported once it is gone, as reapExited does: whoever reads the report finds nothing left.
+            await this.teardown(sandbox);
+            this.exited.push({ sandboxId: record.id, reason: `killed after its timeout (${record.timeoutSec} s without activity)` });
+            log.info({ sandboxId: record.id, idleSec }, "sandbox killed after its timeout");
+            return;
+          }
           await this.pauseLocked(sandbox);
           this.autoPaused.push(record.id);
-          log.info({ sandboxId: record.id, idleSec: Math.round((Date.now() - record.lastActiveAt) / 1000) }, "sandbox auto-paused");
+          log.info({ sandboxId: record.id, idleSec }, "sandbox auto-paused");
         });
       } catch (err) {
-        log.error({ sandboxId: record.id, err }, "auto-pause failed");
+        log.error({ sandboxId: record.id, onTimeout: record.onTimeout ?? "pause", err }, "acting on a sandbox's timeout failed");
       }
     }
   }

@@ -6,6 +6,8 @@ import path from "node:path";
 import type { RuntimeName } from "./runtime/driver.js";
 
 export type SandboxStatus = "running" | "paused";
+/** What the reaper does once a sandbox's timeout ran out. */
+export type TimeoutAction = "pause" | "kill";
 
 export interface SandboxRecord {
   /** The id callers know it by. */
@@ -23,8 +25,10 @@ export interface SandboxRecord {
   vcpus: number;
   memoryMb: number;
   diskSizeMb: number;
-  /** Seconds of inactivity before the reaper pauses it; 0: never. */
+  /** Seconds of inactivity before the reaper pauses (or kills) it; 0: never. */
   timeoutSec: number;
+  /** Pause or destroy it when `timeoutSec` ran out; absent in records written before the choice existed: pause. */
+  onTimeout?: TimeoutAction;
   metadata: Record<string, string>;
   allowOut: string[];
   denyOut: string[];

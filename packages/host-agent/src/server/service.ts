@@ -6,6 +6,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   HostAgentService,
   MetricPointSchema,
+  OnTimeout,
   RuntimeInfoSchema,
   SandboxExitSchema,
   SandboxInfoSchema,
@@ -57,6 +58,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
         memoryMb: req.memoryMb,
         diskSizeMb: req.diskSizeMb,
         timeoutSec: req.timeoutSec,
+        onTimeout: req.onTimeout === OnTimeout.KILL ? "kill" : "pause",
         envVars: req.envVars,
         allowOut: req.allowOut,
         denyOut: req.denyOut,
@@ -280,6 +282,7 @@ function sandboxInfo(sandbox: Sandbox) {
     createdAtUnix: BigInt(Math.floor(record.createdAt / 1000)),
     lastActiveAtUnix: BigInt(Math.floor(record.lastActiveAt / 1000)),
     timeoutSec: record.timeoutSec,
+    onTimeout: record.onTimeout === "kill" ? OnTimeout.KILL : OnTimeout.PAUSE,
     diskSizeMb: record.diskSizeMb,
     runtime: record.runtime,
     metadata: record.metadata,

@@ -52,6 +52,8 @@ function createInput(body: E2bNewSandbox, defaultTimeoutSec: number): CreateSand
   return {
     template: body.templateID,
     timeoutSec: body.timeout ?? defaultTimeoutSec,
+    // E2B kills a sandbox whose timeout ran out unless auto-pause was asked for (the SDK's lifecycle.onTimeout: "pause").
+    onTimeout: body.autoPause === true ? "pause" : "kill",
     ...(body.metadata ? { metadata: body.metadata } : {}),
     ...(body.envVars ? { envVars: body.envVars } : {}),
     ...(body.network?.allowOut ? { allowOut: body.network.allowOut } : {}),

@@ -50,7 +50,7 @@ const Destinations = z.array(z.string().min(1).max(256)).max(256);
 
 export const E2bNewSandbox = z.object({
   templateID: z.string().min(1).max(128),
-  timeout: Seconds.optional().meta({ description: "Seconds; in Wrenn, of inactivity before the sandbox is paused" }),
+  timeout: Seconds.optional().meta({ description: "Seconds; in Wrenn, of inactivity before the sandbox is killed (or paused, with autoPause)" }),
   metadata: StringMap("metadata entries").nullish(),
   envVars: StringMap("environment variables").nullish(),
   allow_internet_access: z.boolean().nullish(),
@@ -62,7 +62,7 @@ export const E2bNewSandbox = z.object({
       egressProxy: z.unknown().optional(),
     })
     .nullish(),
-  autoPause: z.boolean().nullish(),
+  autoPause: z.boolean().nullish().meta({ description: "Pause the sandbox when its timeout runs out instead of killing it (E2B's default)" }),
   volumeMounts: z.array(z.object({ name: z.string(), path: z.string() })).nullish(),
 });
 export type E2bNewSandbox = z.infer<typeof E2bNewSandbox>;
@@ -172,8 +172,8 @@ export function toE2bSandboxDetail(sandbox: Sandbox, domain: string | null): z.i
     domain,
     allowInternetAccess: null,
     network: { allowOut: sandbox.allowOut, denyOut: sandbox.denyOut },
-    // Wrenn's hosts pause a sandbox whose timeout ran out; resuming is explicit (connect).
-    lifecycle: { onTimeout: "pause", autoResume: false },
+    // What its host does when the timeout runs out (autoPause at create); resuming is explicit (connect).
+    lifecycle: { onTimeout: sandbox.onTimeout, autoResume: false },
   };
 }
 

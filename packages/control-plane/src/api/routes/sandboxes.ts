@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { sql, type AnyColumn, type SQL } from "drizzle-orm";
 import { z } from "zod";
 import type { Sandbox } from "../../db/schema.js";
-import { METRIC_TIERS, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
+import { METRIC_TIERS, ON_TIMEOUT_ACTIONS, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
 import { WrennError } from "../../errors.js";
 import type { ExecEvent } from "../../sandboxes/service.js";
 import { auditEntryFor, auditWithLastChange } from "../audit-recorder.js";
@@ -57,6 +57,7 @@ const CreateSandboxBody = z.strictObject({
   memoryMb: z.int().min(64).max(1024 * 1024).optional(),
   diskSizeMb: z.int().min(64).max(16 * 1024 * 1024).optional(),
   timeoutSec: Seconds.optional().meta({ description: "Seconds of inactivity before the host pauses it; 0: never; default 300" }),
+  onTimeout: z.enum(ON_TIMEOUT_ACTIONS).optional().meta({ description: "When the timeout runs out: pause it (default; resume brings it back) or kill it (it ends stopped)" }),
   metadata: StringMap("metadata entries").optional(),
   envVars: StringMap("environment variables").optional().meta({ description: "Environment of every process in the sandbox; never stored" }),
   allowOut: EgressList.optional().meta({ description: "Egress allowed to these CIDRs or host names only" }),

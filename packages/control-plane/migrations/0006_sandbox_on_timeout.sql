@@ -1,0 +1,2 @@
+ALTER TABLE "sandboxes" ADD COLUMN "on_timeout" text DEFAULT 'pause' NOT NULL;--> statement-breakpoint
+ALTER TABLE "sandboxes" ADD CONSTRAINT "sandboxes_on_timeout_check" CHECK (on_timeout IN ('pause', 'kill'));
