@@ -11,7 +11,7 @@ help:
 	@echo "make test   install what the tests need and run every test"
 	@echo "make envd   build the self-contained envd directory build/opt-wrenn/"
 	@echo "make gen    regenerate protobuf code from proto/"
-	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, the control plane)"
+	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, the control plane, the edge proxy)"
 	@echo "make base-template  build the Debian 'base' template (cached)"
 
 # npm packages, installed once per package-lock change. Not `npm ci`: npm 11's ci rejects this
@@ -56,7 +56,7 @@ up: deps $(ENVD_BUILT) base-template
 test: deps system-deps
 	bash scripts/test.sh
 
-bench: envd bench-envd bench-agent bench-control-plane
+bench: envd bench-envd bench-agent bench-control-plane bench-proxy
 
 bench-envd: envd
 	node --import tsx bench/envd/run.ts
@@ -67,4 +67,7 @@ bench-agent: envd
 bench-control-plane: deps envd
 	node --import tsx bench/control-plane/run.ts
 
-.PHONY: help deps system-deps gen typecheck envd base-template up test bench bench-envd bench-agent bench-control-plane
+bench-proxy: deps system-deps envd
+	node --import tsx bench/proxy/run.ts
+
+.PHONY: help deps system-deps gen typecheck envd base-template up test bench bench-envd bench-agent bench-control-plane bench-proxy

@@ -14,16 +14,16 @@
 // Both servers run as child processes; autocannon runs as its own process too.
 // Usage: `make bench-control-plane`, or `node --import tsx bench/control-plane/run.ts [--runs 30] [--duration 10]`.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { openDatabase } from "../../packages/control-plane/src/db/database.js";
 import { createRepositories } from "../../packages/control-plane/src/db/repositories.js";
 import { cpuMsOf, descendants } from "../proc.js";
 import { embeddedPostgresUnavailable } from "../../packages/control-plane/src/db/embedded-postgres.js";
 import { TEST_TEMPLATE, removeDataDir, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
+import { rest, startControlPlane, startServer, stop, stopControlPlane, summary, type Api, type ControlPlaneUnderBench } from "../stack.js";
 
 const { values } = parseArgs({
   options: {
@@ -48,59 +48,7 @@ const TABLE = `wrenn_bcp${process.pid}`;
 const DIRECT_POOL = "10.243.1.0/24";
 const DIRECT_TABLE = `wrenn_bcd${process.pid}`;
 
-const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-const summary = (samples: number[]) => {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return { p50: +quantile(sorted, 0.5).toFixed(1), p95: +quantile(sorted, 0.95).toFixed(1), n: samples.length };
-};
 const ms = (value: number) => `${value.toFixed(1)} ms`;
-
-/** Starts `node <args>` and resolves with the first match of `pattern` on its stdout (the rest is drained). */
-function startServer(args: string[], env: NodeJS.ProcessEnv, pattern: RegExp, lines = 1): Promise<{ child: ChildProcess; matches: RegExpExecArray[] }> {
-  const child = spawn(process.execPath, args, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let errors = "";
-  child.stderr!.on("data", (chunk: Buffer) => (errors = (errors + chunk.toString()).slice(-4000)));
-  return new Promise((resolve, reject) => {
-    const matches: RegExpExecArray[] = [];
-    const timer = setTimeout(() => reject(new Error(`${args.join(" ")} did not start in 90 s:\n${errors}`)), 90_000);
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      const match = pattern.exec(line);
-      if (!match || matches.length >= lines) return;
-      matches.push(match);
-      if (matches.length === lines) {
-        clearTimeout(timer);
-        resolve({ child, matches });
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${args.join(" ")} exited with ${code}:\n${errors}`));
-    });
-  });
-}
-
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  await exited;
-}
-
-interface Api {
-  url: string;
-  key: string;
-}
-
-async function rest(api: Api, method: string, url: string, body?: unknown): Promise<Record<string, unknown>> {
-  const response = await fetch(`${api.url}${url}`, {
-    method,
-    headers: { "x-api-key": api.key, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const raw = await response.text();
-  if (!response.ok) throw new Error(`${method} ${url}: ${response.status} ${raw}`);
-  return raw ? (JSON.parse(raw) as Record<string, unknown>) : {};
-}
 
 /** A duration the response reports in its Server-Timing header (ms): `agent` or `total`. */
 function serverTiming(response: Response, name: "agent" | "total"): number {
@@ -231,30 +179,19 @@ async function readsOnPglite(rows: number): Promise<LoadResult> {
 
 async function main(): Promise<void> {
   const report: Record<string, unknown> = { host: { cpus: availableParallelism(), node: process.version } };
-  const cpDataDir = await mkdtemp(path.join(tmpdir(), "wrenn-bench-cp-"));
-  // The embedded PostgreSQL server runs as the postgres user, which must pass through to its dir.
-  await chmod(cpDataDir, 0o711);
-  const unavailable = embeddedPostgresUnavailable(cpDataDir);
-  if (unavailable) console.log(`note: the control plane falls back to PGlite here: ${unavailable}`);
-  report.embeddedDatabase = unavailable ? "pglite" : "postgres";
   let agent: AgentUnderTest | undefined;
   let directAgent: AgentUnderTest | undefined;
-  let controlPlane: ChildProcess | undefined;
+  let stack: ControlPlaneUnderBench | undefined;
   let floor: ChildProcess | undefined;
   try {
     const agentArgs = ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"];
     agent = await startAgentProcess({ pool: POOL, table: TABLE, args: agentArgs });
     directAgent = await startAgentProcess({ pool: DIRECT_POOL, table: DIRECT_TABLE, args: agentArgs });
-    const tokenFile = path.join(cpDataDir, "agent-token");
-    await writeFile(tokenFile, agent.token, { mode: 0o600 });
-    const started = await startServer(
-      ["--import", "tsx", path.join(repoRoot, "packages", "control-plane", "src", "main.ts")],
-      { WRENN_DATA_DIR: cpDataDir, WRENN_PORT: "0", WRENN_LOCAL_AGENT: `127.0.0.1:${agent.port}`, WRENN_LOCAL_AGENT_TOKEN_FILE: tokenFile },
-      /^API(?: key)?: (\S+)$/,
-      2,
-    );
-    controlPlane = started.child;
-    const api: Api = { url: started.matches[0]![1]!, key: started.matches[1]![1]! };
+    stack = await startControlPlane(agent);
+    const { api, child: controlPlane } = stack;
+    const unavailable = embeddedPostgresUnavailable(stack.dataDir);
+    if (unavailable) console.log(`note: the control plane falls back to PGlite here: ${unavailable}`);
+    report.embeddedDatabase = unavailable ? "pglite" : "postgres";
 
     // The HTTP floor: two JSON POSTs to a bare Fastify server answering at once, right after each
     // REST create+exec, i.e. what any HTTP API in front of the agent costs its client on this machine.
@@ -334,14 +271,13 @@ async function main(): Promise<void> {
     console.log(`GET /v1/sandboxes on PGlite (${listedCount} rows): ${pglite.requestsPerSec} req/s, p50 ${pglite.latencyP50Ms} ms, p99 ${pglite.latencyP99Ms} ms, non-2xx ${pglite.non2xx}${perCpu(pglite)}`);
   } finally {
     await stop(floor);
-    await stop(controlPlane);
+    await stopControlPlane(stack);
     for (const running of [agent, directAgent]) {
       if (!running) continue;
       await running.client.terminate({}).catch(() => undefined);
       await new Promise<void>((resolve) => (running.child.exitCode !== null ? resolve() : running.child.once("exit", () => resolve())));
       await removeDataDir(running.dataDir, running.table);
     }
-    await rm(cpDataDir, { recursive: true, force: true });
   }
   console.log(JSON.stringify(report));
 }
