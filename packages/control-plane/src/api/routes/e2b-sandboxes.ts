@@ -5,9 +5,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { Sandbox } from "../../db/schema.js";
 import { notFound, WrennError } from "../../errors.js";
-import { AgentTime } from "../../sandboxes/agent-time.js";
 import type { CreateSandboxInput, SandboxService } from "../../sandboxes/service.js";
-import { auditWithLastChange } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
 import {
   E2bListedSandbox,
@@ -24,7 +22,7 @@ import {
   toE2bSandboxDetail,
   WRENN_STATUSES_BY_E2B_STATE,
 } from "./e2b-schemas.js";
-import { disconnectSignal } from "./sandboxes.js";
+import { createAnswering } from "./sandboxes.js";
 
 /** E2B's defaults when a request names no timeout: 15 s on the deprecated paths, 300 s on v2. */
 const DEFAULT_TIMEOUT_V1_SEC = 15;
@@ -69,24 +67,9 @@ export const e2bSandboxRoutes: RouteModule = async (app, { deps, rateLimiters })
 
   /** Create, as /v1 does: a client gone before the answer leaves no sandbox behind. */
   const create = async (request: FastifyRequest, reply: FastifyReply, body: E2bNewSandbox, defaultTimeoutSec: number) => {
-    const input = createInput(body, defaultTimeoutSec);
-    const signal = disconnectSignal(request, reply);
-    const service = sandboxes();
-    const agentTime = new AgentTime();
-    let sandbox: Sandbox;
-    try {
-      sandbox = await service.create(request.auth.teamId, input, { signal, agentTime, audit: auditWithLastChange(request, reply, "sandbox", 201) });
-    } catch (err) {
-      if (!signal.aborted) throw err;
-      request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
-      return reply.hijack();
-    }
-    if (signal.aborted) {
-      await service.destroy(request.auth.teamId, sandbox.id).catch((err: unknown) => request.log.warn({ err, sandboxId: sandbox.id }, "destroying an orphaned create failed"));
-      return reply.hijack();
-    }
-    request.auditResource = { type: "sandbox", id: sandbox.id };
-    return reply.code(201).header("server-timing", agentTime.header()).send(toE2bSandbox(sandbox, domain));
+    const sandbox = await createAnswering(request, reply, sandboxes(), createInput(body, defaultTimeoutSec));
+    if (!sandbox) return reply;
+    return reply.send(toE2bSandbox(sandbox, domain));
   };
   const createRoute = (operationId: string) => ({
     preHandler: rateLimiters.sandboxCreate,

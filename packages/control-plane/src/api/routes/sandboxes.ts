@@ -7,7 +7,7 @@ import { z } from "zod";
 import type { Sandbox } from "../../db/schema.js";
 import { METRIC_TIERS, ON_TIMEOUT_ACTIONS, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
 import { WrennError } from "../../errors.js";
-import type { ExecEvent } from "../../sandboxes/service.js";
+import type { CreateSandboxInput, ExecEvent, SandboxService } from "../../sandboxes/service.js";
 import { auditEntryFor, auditWithLastChange } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
@@ -156,6 +156,34 @@ export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): 
   return controller.signal;
 }
 
+/**
+ * A create for the request's team, answered 201 with the agent's time in Server-Timing (the
+ * caller sends the body), its audit entry written with the sandbox's `running`. A client that
+ * leaves before the answer gets none and leaves no sandbox: undefined then, the reply hijacked.
+ */
+export async function createAnswering(request: FastifyRequest, reply: FastifyReply, service: SandboxService, input: CreateSandboxInput): Promise<Sandbox | undefined> {
+  const signal = disconnectSignal(request, reply);
+  const agentTime = new AgentTime();
+  let sandbox: Sandbox;
+  try {
+    sandbox = await service.create(request.auth.teamId, input, { signal, agentTime, audit: auditWithLastChange(request, reply, "sandbox", 201) });
+  } catch (err) {
+    if (!signal.aborted) throw err;
+    request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
+    reply.hijack();
+    return undefined;
+  }
+  if (signal.aborted) {
+    // Gone between the service's last check and here: nobody will learn the id, so destroy it.
+    await service.destroy(request.auth.teamId, sandbox.id).catch((err: unknown) => request.log.warn({ err, sandboxId: sandbox.id }, "destroying an orphaned create failed"));
+    reply.hijack();
+    return undefined;
+  }
+  request.auditResource = { type: "sandbox", id: sandbox.id };
+  reply.code(201).header("server-timing", agentTime.header());
+  return sandbox;
+}
+
 function parseStates(state: string | undefined): SandboxStatus[] {
   // By default, sandboxes that are, not those that were (as E2B lists).
   if (state === undefined || state.trim() === "") return [...NOT_ENDED_STATUSES];
@@ -210,24 +238,8 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
       },
     },
     async (request, reply) => {
-      const signal = disconnectSignal(request, reply);
-      const service = sandboxes();
-      const agentTime = new AgentTime();
-      let sandbox: Sandbox;
-      try {
-        sandbox = await service.create(request.auth.teamId, request.body, { signal, agentTime, audit: auditWithLastChange(request, reply, "sandbox", 201) });
-      } catch (err) {
-        if (!signal.aborted) throw err;
-        request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
-        return reply.hijack();
-      }
-      if (signal.aborted) {
-        // Gone between the service's last check and here: nobody will learn the id, so destroy it.
-        await service.destroy(request.auth.teamId, sandbox.id).catch((err: unknown) => request.log.warn({ err, sandboxId: sandbox.id }, "destroying an orphaned create failed"));
-        return reply.hijack();
-      }
-      request.auditResource = { type: "sandbox", id: sandbox.id };
-      reply.code(201).header("server-timing", agentTime.header());
+      const sandbox = await createAnswering(request, reply, sandboxes(), request.body);
+      if (!sandbox) return reply;
       return { ...toSandboxView(sandbox), envdAccessToken: sandbox.envdAccessToken ?? "" };
     },
   );
