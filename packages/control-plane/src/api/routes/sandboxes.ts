@@ -10,6 +10,7 @@ import { WrennError } from "../../errors.js";
 import type { CreateSandboxInput, ExecEvent, SandboxService } from "../../sandboxes/service.js";
 import { auditEntryFor, auditWithLastChange } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
+import { sseKeepalive } from "./sse.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
 import { AgentTime } from "../../sandboxes/agent-time.js";
 import { FINAL_STATUSES, NOT_ENDED_STATUSES } from "../../sandboxes/transitions.js";
@@ -426,6 +427,7 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
       raw.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no" });
       await deps.repos.audit.record(auditEntryFor(request, reply)).catch((err: unknown) => request.log.error({ err }, "could not write the audit log"));
       const write = (chunk: string) => (raw.destroyed ? Promise.resolve() : new Promise<void>((resolve) => (raw.write(chunk) ? resolve() : raw.once("drain", resolve).once("close", resolve))));
+      const stopKeepalive = sseKeepalive(raw);
       try {
         if (!first.done) await write(sseEvent(first.value));
         for (let next = await events.next(); !next.done && !signal.aborted; next = await events.next()) await write(sseEvent(next.value));
@@ -436,6 +438,7 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
           await write(`event: error\ndata: ${JSON.stringify({ code: error.code, message: error.message })}\n\n`);
         }
       } finally {
+        stopKeepalive();
         await events.return(undefined);
         if (!raw.destroyed) raw.end();
       }

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { PLATFORM_TEAM_ID, type Template } from "../../db/schema.js";
 import { FINISHED_BUILDS_KEPT_PER_TEAM, type BuildEvent, type TemplateBuild } from "../../templates/service.js";
 import { requireService, type RouteModule } from "../deps.js";
+import { sseKeepalive } from "./sse.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
 
 export const TemplateView = z
@@ -199,6 +200,7 @@ export const templateRoutes: RouteModule = async (app, { deps }) => {
       request.raw.once("close", () => abort.abort());
       reply.hijack();
       reply.raw.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+      const stopKeepalive = sseKeepalive(reply.raw);
       try {
         for await (const event of service.buildLogs(request.auth.teamId, request.params.buildId, { signal: abort.signal })) {
           if (reply.raw.destroyed) break;
@@ -207,6 +209,7 @@ export const templateRoutes: RouteModule = async (app, { deps }) => {
       } catch (err) {
         if (!reply.raw.destroyed) reply.raw.write(`event: error\ndata: ${JSON.stringify({ message: err instanceof Error ? err.message : String(err) })}\n\n`);
       } finally {
+        stopKeepalive();
         reply.raw.end();
       }
     },
