@@ -53,7 +53,7 @@ $(ENVD_BUILT): $(NODE_MODULES_STAMP) scripts/build-envd.sh packages/envd/package
 up: deps $(ENVD_BUILT) base-template
 	node --import tsx scripts/up.ts --data-dir $(WRENN_DATA_DIR) -- $(UP_AGENT_FLAGS)
 
-test: deps system-deps
+test: deps system-deps $(ENVD_BUILT)
 	bash scripts/test.sh
 
 bench: envd bench-envd bench-agent bench-control-plane bench-proxy

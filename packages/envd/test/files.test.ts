@@ -44,7 +44,8 @@ describe("HTTP file transfer", () => {
   });
 
   test("several files go up in one multipart request, each to the path its part names", async () => {
-    const names = ["m/one.txt", "m/two.txt", "m/sub/three.bin"].map((n) => path.join(dir, n));
+    // Part filenames travel as raw UTF-8 (undici's FormData): non-ASCII names must survive.
+    const names = ["m/one.txt", "m/two.txt", "m/sub/three.bin", "m/ünï cödé 😀.txt"].map((n) => path.join(dir, n));
     const res = await fetch(files({ username: "root" }), { method: "POST", body: multipart(names.map((n, i) => ({ filename: n, data: `file ${i}` }))) });
     assert.equal(res.status, 200);
     const written = (await res.json()) as { path: string }[];

@@ -346,8 +346,8 @@ describe("filesystem service", () => {
       assert.deepEqual(await readdir(path.join(dir, "target")), ["keep"]);
     });
 
-    test("a missing path is not_found", async () => {
-      await expectCode(fs.remove({ path: path.join(root, "never-was") }), Code.NotFound);
+    test("a missing path is already removed, as with E2B's envd (os.RemoveAll)", async () => {
+      await fs.remove({ path: path.join(root, "never-was") });
     });
   });
 

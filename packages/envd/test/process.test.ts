@@ -19,6 +19,8 @@ interface RunResult {
   exitCode: number;
   exited: boolean;
   status: string;
+  /** Set for any end but exit 0. */
+  error?: string;
   order: string[];
 }
 
@@ -30,7 +32,7 @@ function summarise(events: StartResponse[]): RunResult {
     result.order.push(e.case);
     if (e.case === "start") result.pid = e.value.pid;
     if (e.case === "data" && e.value.output.case) result[e.value.output.case] += text(e.value.output.value);
-    if (e.case === "end") Object.assign(result, { exitCode: e.value.exitCode, exited: e.value.exited, status: e.value.status });
+    if (e.case === "end") Object.assign(result, { exitCode: e.value.exitCode, exited: e.value.exited, status: e.value.status, error: e.value.error });
   }
   return result;
 }
@@ -65,7 +67,7 @@ describe("process service", () => {
     assert.ok(r.pid > 0);
     assert.equal(r.stdout, "one\nthree\n");
     assert.equal(r.stderr, "two\n");
-    assert.deepEqual([r.exitCode, r.exited, r.status], [3, true, "exit status 3"]);
+    assert.deepEqual([r.exitCode, r.exited, r.status, r.error], [3, true, "exit status 3", "exit status 3"], "error: Go's cmd.Wait() error, as E2B's envd sends it");
   });
 
   test("output printed only at the end of a longer run is never lost, even with many commands at once", async () => {
@@ -81,6 +83,7 @@ describe("process service", () => {
       const r = summarise(await collect(client.start({ process: { cmd: "/bin/echo", args: ["hi", name] }, stdin: false })));
       assert.equal(r.stdout, `hi ${name}\n`, name);
       assert.equal(r.exitCode, 0, name);
+      assert.equal(r.error, undefined, "a clean exit carries no error");
     }
   });
 
@@ -169,7 +172,7 @@ describe("process service", () => {
     await expectCode(envd.process.sendInput({ process: selector, input: { input: { case: "stdin", value: Buffer.from("x") } } }), Code.FailedPrecondition);
     await envd.process.sendSignal({ process: selector, signal: Signal.SIGKILL });
     const rest = summarise((await collect({ [Symbol.asyncIterator]: () => events })) as StartResponse[]);
-    assert.deepEqual([rest.exitCode, rest.exited, rest.status], [-1, false, "signal: killed"]);
+    assert.deepEqual([rest.exitCode, rest.exited, rest.status, rest.error], [-1, false, "signal: killed", "signal: killed"]);
   });
 
   test("a PTY gives a terminal of the requested size that can be resized and typed into", async () => {
@@ -238,6 +241,17 @@ describe("process service", () => {
     await envd.process.sendSignal({ process: { selector: { case: "tag", value: "ticker" } }, signal: Signal.SIGTERM });
     await waitFor(() => !isAlive(pid), "the ticker to end");
     await expectCode(collect(envd.process.connect({ process: { selector: { case: "pid", value: pid } } })), Code.NotFound);
+  });
+
+  test("a start's deadline (the SDK's timeoutMs) is its process's lifetime; a connect's deadline is not", async () => {
+    const stream = envd.process.start({ process: { cmd: "/bin/sleep", args: ["30"] }, stdin: false }, { timeoutMs: 1500 });
+    const events = stream[Symbol.asyncIterator]();
+    const pid = (await events.next()).value.event.event.value.pid as number;
+    await expectCode(collect(envd.process.connect({ process: { selector: { case: "pid", value: pid } } }, { timeoutMs: 300 })), Code.DeadlineExceeded);
+    assert.ok(isAlive(pid), "a re-attach that timed out leaves the process running");
+    // The caller's stream ends at the deadline too: with the end event or a deadline error, whichever comes first.
+    await collect({ [Symbol.asyncIterator]: () => events }).catch(() => undefined);
+    await waitFor(() => !isAlive(pid), "the process to be killed at its deadline");
   });
 
   test("a signal reaches the whole process group, not only its leader", async () => {

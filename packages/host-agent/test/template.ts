@@ -17,3 +17,14 @@ export async function buildBusyboxTemplate(dir: string): Promise<void> {
   await writeFile(path.join(dir, "etc", "group"), "root:x:0:\nuser:x:1000:\n");
   await chown(path.join(dir, "home", "user"), 1000, 1000);
 }
+
+export const BASH_STATIC = "/bin/bash-static"; // Debian's bash-static: needs no libc
+
+/**
+ * The busybox template with a real bash (Debian's bash-static) as /bin/bash: the e2b SDK starts
+ * every command as `/bin/bash -l -c` and its terminal as `/bin/bash -i -l`.
+ */
+export async function buildBashTemplate(dir: string): Promise<void> {
+  await buildBusyboxTemplate(dir);
+  await copyFile(BASH_STATIC, path.join(dir, "bin", "bash"));
+}

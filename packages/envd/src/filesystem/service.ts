@@ -84,7 +84,7 @@ export function filesystemService(ctx: EnvdContext, watchers: WatcherRegistry): 
       const { resolve } = await caller(ctx, context);
       const target = resolve(req.path);
       try {
-        await lstat(target);
+        // Go's os.RemoveAll, as E2B's envd: a path that is not there is already removed.
         await rm(target, { recursive: true, force: true });
       } catch (err) {
         throw fromSystemError(err, "remove", target);

@@ -201,7 +201,8 @@ async function receiveMultipart(req: HttpRequest, user: SandboxUser, pathParam: 
   return new Promise((resolve, reject) => {
     let parser: busboyType.Busboy;
     try {
-      parser = busboy({ headers: req.headers as Record<string, string>, preservePath: true, limits: { fieldSize: 1 << 20 } });
+      // A part's filename is the destination path, sent as raw UTF-8 (undici's FormData, Go's multipart), not latin1.
+      parser = busboy({ headers: req.headers as Record<string, string>, preservePath: true, defParamCharset: "utf8", limits: { fieldSize: 1 << 20 } });
     } catch (err) {
       reject(envdError(`malformed multipart request: ${(err as Error).message}`, Code.InvalidArgument));
       return;

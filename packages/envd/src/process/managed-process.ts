@@ -165,6 +165,20 @@ export class ManagedProcess {
     this.source.terminal.resize(cols, rows);
   }
 
+  /** Kills the process if it still runs after `ms` (E2B's envd makes a Start's Connect deadline its lifetime). */
+  limitLifetime(ms: number): void {
+    if (this.exit) return;
+    const timer = setTimeout(() => {
+      try {
+        this.signal("SIGKILL");
+      } catch {
+        // gone or not ours to kill: nothing left to limit
+      }
+    }, ms);
+    const clear = () => clearTimeout(timer);
+    void this.finished.then(clear, clear);
+  }
+
   /** Sends a signal to the process's whole group (it leads its own session). */
   signal(signal: NodeJS.Signals): void {
     if (this.exit) return;
@@ -202,7 +216,10 @@ export class ManagedProcess {
     }
   }
 
-  private endEvent(exit: ExitStatus, error?: string): ProcessEvent {
+  private endEvent(exit: ExitStatus): ProcessEvent {
+    // E2B's envd sends Go's cmd.Wait() error, which is the status again for any end but exit 0;
+    // the SDK makes it CommandExitError's message.
+    const error = exit.exited && exit.exitCode === 0 ? undefined : exit.status;
     return create(ProcessEventSchema, {
       event: { case: "end", value: { exitCode: exit.exitCode, exited: exit.exited, status: exit.status, error } },
     });

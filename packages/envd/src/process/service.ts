@@ -79,6 +79,10 @@ export function processService(ctx: EnvdContext, registry: ProcessRegistry): Ser
         stdin: req.stdin ?? true,
         pty: req.pty ? { cols: size?.cols || 80, rows: size?.rows || 24 } : undefined,
       });
+      // The SDK's `timeoutMs` (default 60 s, 0 for none) travels as the call's deadline: the process
+      // dies with it, as in E2B, though the caller leaving early does not end it.
+      const lifetime = context.timeoutMs();
+      if (lifetime !== undefined) proc.limitLifetime(lifetime);
       yield* follow(proc, context);
     },
 

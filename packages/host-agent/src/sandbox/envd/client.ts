@@ -336,7 +336,10 @@ export class EnvdClient {
           } else if (e?.case === "end") {
             ended = true;
             for (const timer of timers) clearTimeout(timer);
-            end = timedOut ? timeoutEnd(e.value.exitCode) : { type: "end", exitCode: e.value.exitCode, ...(e.value.error ? { error: e.value.error } : {}) };
+            // envd repeats the status as the error of any end but exit 0 (as E2B's does): an error
+            // here means the command did not simply exit (killed, failed to start).
+            const error = e.value.error && e.value.error !== e.value.status ? e.value.error : undefined;
+            end = timedOut ? timeoutEnd(e.value.exitCode) : { type: "end", exitCode: e.value.exitCode, ...(error ? { error } : {}) };
             // Not returning yet: reading the stream to its close keeps the socket for the next call.
           }
         }
