@@ -146,7 +146,8 @@ for (const run of RUNS) {
       assert.deepEqual(deep.entries.map((e: Json) => e.path).sort(), ["/home/user/newdir/a.txt", "/home/user/newdir/inner"]);
       assert.equal((await call(teamA, "DELETE", `${base}/files?path=/home/user/newdir`)).status, 204);
       assert.equal((await call(teamA, "GET", `${base}/files/stat?path=/home/user/newdir`)).status, 404);
-      assert.equal((await call(teamA, "DELETE", `${base}/files?path=/home/user/newdir`)).status, 404);
+      // Removing is idempotent, as in E2B's envd (`os.RemoveAll`): a path already gone is no error.
+      assert.equal((await call(teamA, "DELETE", `${base}/files?path=/home/user/newdir`)).status, 204);
 
       // Pause: commands are refused with a code that says why; resume brings it back.
       const paused = await call(teamA, "POST", `${base}/pause`);

@@ -300,7 +300,7 @@ export interface paths {
          * @description With `path` naming a directory (an existing one, or ending in /) each part lands there under its file name; with `path` naming a file, the one part is written there; without `path` each part's file name is its path. Parent directories are created.
          */
         post: operations["uploadFiles"];
-        /** Remove a file, or a directory with everything in it */
+        /** Remove a file, or a directory with everything in it; a path already gone is no error (as E2B) */
         delete: operations["removeFile"];
         options?: never;
         head?: never;

@@ -253,7 +253,7 @@ export const fileRoutes: RouteModule = async (app, { deps }) => {
       config: { auditAction: "file.remove" },
       schema: {
         tags,
-        summary: "Remove a file, or a directory with everything in it",
+        summary: "Remove a file, or a directory with everything in it; a path already gone is no error (as E2B)",
         operationId: "removeFile",
         params: SandboxParams,
         querystring: z.strictObject({ path: FilePath, user: User }),
