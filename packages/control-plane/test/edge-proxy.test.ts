@@ -372,4 +372,21 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
     assert.equal(afterwards.status, 502, afterwards.text);
     assert.match(JSON.parse(afterwards.text).message, /is not running/);
   });
+
+  test("a pause through the API reaches the proxy at once: 502 'is paused', then envd again after resume", async () => {
+    const other = await createSandbox(stack.teamA);
+    const health = () => send({ path: "/health", headers: { ...byHeaders(other.id, ENVD), "x-access-token": other.envdAccessToken } });
+    try {
+      assert.equal((await health()).status, 204); // cached as running
+      const pause = await stack.call(stack.teamA, "POST", `/v1/sandboxes/${other.id}/pause`);
+      assert.equal(pause.status, 200, await pause.text());
+      const paused = await health(); // not the cached location: the pause dropped it
+      assert.equal(paused.status, 502, paused.text);
+      assert.match(JSON.parse(paused.text).message, /it is paused/);
+      assert.equal((await stack.call(stack.teamA, "POST", `/v1/sandboxes/${other.id}/resume`, {})).status, 200);
+      assert.equal((await health()).status, 204);
+    } finally {
+      await stack.call(stack.teamA, "DELETE", `/v1/sandboxes/${other.id}`);
+    }
+  });
 });

@@ -15,6 +15,7 @@ import type { Logger } from "pino";
 import type { AuthCache } from "../api/auth-cache.js";
 import type { Repositories } from "../db/repositories.js";
 import type { HostRegistry } from "../hosts/registry.js";
+import type { SandboxService } from "../sandboxes/service.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
 import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
 import { edgeRouteOf, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, type EdgeRoute } from "./route.js";
@@ -153,6 +154,11 @@ export class EdgeProxy {
     });
     return server;
   };
+
+  /** The next request for the sandbox looks it up afresh (its status changed: paused, destroyed, …). */
+  forget(sandboxId: string): void {
+    this.locator.forget(sandboxId);
+  }
 
   /** Cuts proxied exchanges still open (long streams, WebSockets) so the server can close. */
   close(): void {
@@ -322,9 +328,12 @@ export class EdgeProxy {
 
 /** The edge proxy for an API built with the sandbox and host services, else undefined (tests of other routes). */
 export function createEdgeProxy(
-  deps: { repos: Repositories; logger: Logger; config: { domain: string }; services: { hosts?: HostRegistry } },
+  deps: { repos: Repositories; logger: Logger; config: { domain: string }; services: { hosts?: HostRegistry; sandboxes?: SandboxService } },
   authCache: AuthCache,
 ): EdgeProxy | undefined {
   if (!deps.services.hosts) return undefined;
-  return new EdgeProxy({ domain: deps.config.domain, repos: deps.repos, authCache, registry: deps.services.hosts, logger: deps.logger });
+  const proxy = new EdgeProxy({ domain: deps.config.domain, repos: deps.repos, authCache, registry: deps.services.hosts, logger: deps.logger });
+  // A pause or destroy through the API reaches the proxy at once, not after its cache's TTL.
+  deps.services.sandboxes?.onStatusChange((sandboxId) => proxy.forget(sandboxId));
+  return proxy;
 }

@@ -112,6 +112,7 @@ export class SandboxService {
   private readonly repos: Repositories;
   private readonly log: Logger;
   private readonly running = new RunningSandboxCache();
+  private readonly statusListeners: Array<(sandboxId: string) => void> = [];
 
   constructor(private readonly options: SandboxServiceOptions) {
     this.repos = createRepositories(options.db);
@@ -227,7 +228,16 @@ export class SandboxService {
     const changed = await transitionSandbox(this.options.db, sandboxId, change);
     if (changed) this.running.saw(changed);
     else this.running.forget(sandboxId);
+    for (const listener of this.statusListeners) listener(sandboxId);
     return changed;
+  }
+
+  /**
+   * Calls `listener` with the sandbox's id after every status change this service makes (or tries:
+   * a failed compare-and-set means someone else changed it), e.g. to drop what a cache holds of it.
+   */
+  onStatusChange(listener: (sandboxId: string) => void): void {
+    this.statusListeners.push(listener);
   }
 
   /** The team's running sandbox, from what this control plane saw lately when it can (see RunningSandboxCache). */
