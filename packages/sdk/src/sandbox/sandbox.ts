@@ -69,13 +69,21 @@ export class Sandbox {
 
   /** A handle on an existing sandbox of the team; a paused one is resumed. */
   static async connect(sandboxId: string, options: CallOptions & { timeoutSec?: number } = {}, connection: ConnectionOptions = {}): Promise<Sandbox> {
-    const sandbox = new Sandbox(sandboxId, new Transport(resolveConnection(connection)), undefined);
+    const sandbox = Sandbox.handle(sandboxId, connection);
     const info = await sandbox.getInfo(options);
     if (info.state === "paused") await sandbox.resume(options);
     else if (info.state === "stopped" || info.state === "error") {
       throw new ConflictError(`sandbox ${sandboxId} has ended (${info.state}): create a new one`, { code: "sandbox_ended" });
     }
     return sandbox;
+  }
+
+  /**
+   * A handle on an existing sandbox that leaves it as it is (connect() resumes a paused one): no
+   * call is made here; getInfo, pause, kill, setTimeout, metrics and logs answer for its state.
+   */
+  static handle(sandboxId: string, connection: ConnectionOptions = {}): Sandbox {
+    return new Sandbox(sandboxId, new Transport(resolveConnection(connection)), undefined);
   }
 
   /** The team's sandboxes, newest first, a page at a time: `for await (const page of Sandbox.list())`. */
