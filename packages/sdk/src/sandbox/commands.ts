@@ -35,7 +35,7 @@ export interface CommandResult {
   exitCode: number;
   stdout: string;
   stderr: string;
-  /** How it ended, in envd's words, unless it exited with 0: `exit status 3`, `signal: killed`, `timeout after N ms`. */
+  /** Why it did not simply exit, when it did not: `signal: killed`, `timeout after N ms`, … (absent for any plain exit, 0 or not). */
   error?: string;
 }
 
