@@ -97,7 +97,8 @@ async function main(): Promise<void> {
     report.filesGetInfo = { proxy: statProxiedStats, direct: statDirectStats, overheadMs: statOverhead };
     console.log(`files.getInfo("/") direct: p50 ${ms(statDirectStats.p50)}, via proxy: p50 ${ms(statProxiedStats.p50)}; overhead p50 ${ms(statOverhead.p50)}, p95 ${ms(statOverhead.p95)}`);
 
-    // Files: the same bytes up and down both ways, and cp on the host as the floor.
+    // Files: the same bytes up and down both ways, and cp on the host as the floor. In the home
+    // directory (the sandbox's disk): /tmp is a tmpfs in gVisor, counted against its memory.
     const bytes = randomBytes(MIB * 1024 * 1024);
     // What the SDK takes: an ArrayBuffer of exactly these bytes.
     const payload = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
@@ -110,14 +111,14 @@ async function main(): Promise<void> {
     for (let i = 0; i < FILE_RUNS; i++) {
       samples.cp.push(await timed(async () => execFileSync("cp", [source, path.join(scratch, "copy")])));
       await rm(path.join(scratch, "copy"));
-      samples.proxyUp.push(await timed(() => sandbox!.files.write("/tmp/payload-proxy", payload)));
-      samples.directUp.push(await timed(() => direct.files.write("/tmp/payload-direct", payload)));
+      samples.proxyUp.push(await timed(() => sandbox!.files.write("/home/user/payload-proxy", payload)));
+      samples.directUp.push(await timed(() => direct.files.write("/home/user/payload-direct", payload)));
       let read: Uint8Array | undefined;
-      samples.proxyDown.push(await timed(async () => (read = await sandbox!.files.read("/tmp/payload-direct", { format: "bytes" }))));
+      samples.proxyDown.push(await timed(async () => (read = await sandbox!.files.read("/home/user/payload-direct", { format: "bytes" }))));
       check(read!, "via the proxy");
-      samples.directDown.push(await timed(async () => (read = await direct.files.read("/tmp/payload-proxy", { format: "bytes" }))));
+      samples.directDown.push(await timed(async () => (read = await direct.files.read("/home/user/payload-proxy", { format: "bytes" }))));
       check(read!, "directly");
-      await sandbox.commands.run("rm -f /tmp/payload-proxy /tmp/payload-direct");
+      await sandbox.commands.run("rm -f /home/user/payload-proxy /home/user/payload-direct");
     }
     const size = bytes.byteLength;
     const rate = (list: number[]) => mibPerSec(size, summary(list).p50);
