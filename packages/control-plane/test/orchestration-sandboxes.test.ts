@@ -231,7 +231,7 @@ describe("sandbox orchestration on one host", { skip: skipAgent }, () => {
       assert.equal(seen.length, 1);
       assert.equal(seen[0]!.host, "running");
       assert.equal(seen[0]!.db, "paused", "the reconciler left the in-flight pause alone");
-      assert.deepEqual(seen[0]!.report, { hostId, paused: [], stopped: [], restored: [], orphansDestroyed: [] });
+      assert.deepEqual(seen[0]!.report, { hostId, settled: [], paused: [], stopped: [], restored: [], orphansDestroyed: [] });
       assert.equal(paused.status, "paused");
       assert.deepEqual(await onHost(), [[sandbox.id, "paused"]]);
       // And a pass after it changes nothing either.

@@ -13,7 +13,7 @@ declare module "fastify" {
   interface FastifyRequest {
     /** The resource a mutating route acted on; set it in the handler once the id is known. */
     auditResource: AuditResource | null;
-    /** Set once the request's entry went to the database with its last change (auditWithLastChange). */
+    /** Set once the service wrote the request's entry itself (see pendingAudit). */
     auditWritten: boolean;
   }
   interface FastifyContextConfig {
@@ -42,10 +42,11 @@ export function auditEntryFor(request: FastifyRequest, reply: FastifyReply, stat
 }
 
 /**
- * The entry this request writes if it succeeds with `status`, for the service to write together
- * with the request's last change to a `resourceType` (see PendingAudit): one round trip less.
+ * The entry this request writes if it succeeds with `status`, for the service to write in the same
+ * statement as the request's change, or while the request's slow part runs (see PendingAudit):
+ * off the request's path either way.
  */
-export function auditWithLastChange(request: FastifyRequest, reply: FastifyReply, resourceType: string, status: number): PendingAudit {
+export function pendingAudit(request: FastifyRequest, reply: FastifyReply, resourceType: string, status: number): PendingAudit {
   return {
     entryFor: (resourceId) => {
       request.auditResource = { type: resourceType, id: resourceId };

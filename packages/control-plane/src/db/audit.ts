@@ -15,9 +15,11 @@ export interface NewAuditEntry {
 }
 
 /**
- * An entry a request will write when it succeeds, handed to the code that makes the request's last
- * change so both go to the database in one statement (a round trip less on hot paths). Whoever
- * writes it calls `written()`, and the request's own recording then writes nothing.
+ * An entry a request will write when it succeeds, handed to the code that does the request's work
+ * so it is written off the request's path: in the statement of the request's change, or beside a
+ * slow call (an exec), taken back (AuditRepository.withdraw) if the request then fails. Whoever
+ * writes it calls `written()` once the request succeeded, and the request's own recording then
+ * writes nothing.
  */
 export interface PendingAudit {
   entryFor(resourceId: string): NewAuditEntry;
@@ -60,6 +62,19 @@ export class AuditRepository {
   async record(entry: NewAuditEntry): Promise<AuditEntry> {
     const [row] = await this.db.insert(auditLog).values(entry).returning();
     return row!;
+  }
+
+  /**
+   * Takes back entries written ahead of the outcome they record (an exec's, written while the
+   * command runs; a create's, written with its row) when that outcome did not come: by id, or the
+   * entries of `action` on one resource.
+   */
+  async withdraw(which: { id: number } | { action: string; resourceType: string; resourceId: string }): Promise<void> {
+    const where =
+      "id" in which
+        ? eq(auditLog.id, which.id)
+        : and(eq(auditLog.action, which.action), eq(auditLog.resourceType, which.resourceType), eq(auditLog.resourceId, which.resourceId));
+    await this.db.delete(auditLog).where(where);
   }
 
   /**

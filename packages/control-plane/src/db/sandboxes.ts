@@ -50,8 +50,13 @@ const MAX_LIMIT = 1000;
 export class SandboxRepository {
   constructor(private readonly db: Db) {}
 
-  async create(sandbox: Omit<NewSandbox, "statusChangedAt">): Promise<Sandbox> {
-    const [row] = await this.db.insert(sandboxes).values(sandbox).returning();
+  /** Inserts the row; with `audit`, the entry goes into the audit log in the same statement. */
+  async create(sandbox: Omit<NewSandbox, "statusChangedAt">, audit?: NewAuditEntry): Promise<Sandbox> {
+    const insert = this.db.insert(sandboxes).values(sandbox).returning();
+    if (!audit) return (await insert)[0]!;
+    const inserted = this.db.$with("inserted").as(insert);
+    const audited = this.db.$with("audited", {}).as(auditInsertFrom(audit, sql`${inserted}`));
+    const [row] = await this.db.with(inserted, audited).select().from(inserted);
     return row!;
   }
 
@@ -83,7 +88,7 @@ export class SandboxRepository {
    */
   async transition(
     id: string,
-    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges; unchangedSince?: Date; audit?: NewAuditEntry },
+    change: { from: readonly SandboxStatus[]; to: SandboxStatus; set?: SandboxChanges; unchangedSince?: Date; audit?: NewAuditEntry; flushLater?: boolean },
   ): Promise<Sandbox | undefined> {
     if (change.from.length === 0) return undefined;
     const update = this.db
@@ -94,6 +99,8 @@ export class SandboxRepository {
           eq(sandboxes.id, id),
           inArray(sandboxes.status, [...change.from]),
           change.unchangedSince ? lte(sandboxes.statusChangedAt, change.unchangedSince) : undefined,
+          // Evaluated for the matching row only, inside the statement's own transaction.
+          change.flushLater ? sql`set_config('synchronous_commit', 'off', true) = 'off'` : undefined,
         ),
       )
       .returning();

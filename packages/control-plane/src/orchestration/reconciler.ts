@@ -2,8 +2,11 @@
 // few seconds per ready or draining host. It never undoes a transition in flight: every change is
 // a compare-and-set from the status it saw, made only if the row's status has not changed since
 // the host was asked (`unchangedSince`, on the database's clock), and it never moves a row out of
-// `starting` or back from `paused` to `running` — pause and snapshot mark `paused` before their
-// RPC (seed 003's race), so a host still showing the sandbox running is expected then.
+// `starting` while a create may still be working on it, nor back from `paused` to `running` — pause
+// and snapshot mark `paused` before their RPC (seed 003's race), so a host still showing the
+// sandbox running is expected then. A `starting` row older than any create can be (its control
+// plane died mid-create, or a database crash lost the asynchronously committed `running`) takes
+// the host's word: running or paused there, or `error` if the host never got it.
 import type { ListSandboxesResponse } from "@wrenn/proto/hostagent";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
@@ -11,9 +14,11 @@ import { createRepositories, type Repositories } from "../db/repositories.js";
 import type { Host, Sandbox, SandboxStatus } from "../db/schema.js";
 import { callAgent } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
-import { FINAL_STATUSES, LIVE_STATUSES, transitionSandbox } from "../sandboxes/transitions.js";
+import { CREATE_TIMEOUT_MS, FINAL_STATUSES, LIVE_STATUSES, transitionSandbox, type SandboxTransition } from "../sandboxes/transitions.js";
 
 export const DEFAULT_RECONCILE_INTERVAL_MS = 3000;
+/** A `starting` row this much older than a pass has no create working on it any more. */
+export const STALE_STARTING_MS = CREATE_TIMEOUT_MS + 30_000;
 const LIST_TIMEOUT_MS = 10_000;
 
 export interface ReconcilerOptions {
@@ -26,6 +31,8 @@ export interface ReconcilerOptions {
 /** What one pass over one host changed, by sandbox id. */
 export interface ReconcileReport {
   hostId: string;
+  /** starting → running/paused/error: stale `starting` rows, settled by what the host says. */
+  settled: string[];
   /** running → paused: the host's TTL reaper paused them (or a lost pause report). */
   paused: string[];
   /** → stopped: the host says they exited, or no longer has them. */
@@ -98,6 +105,7 @@ export class Reconciler {
 
   private async pass(hostId: string): Promise<ReconcileReport | undefined> {
     const host = await this.repos.hosts.get(hostId);
+    if (!host) this.unclaimed.delete(hostId);
     if (!host || (host.status !== "ready" && host.status !== "draining")) return undefined;
     // Taken before asking: a row changed after this was changed by someone who knew more.
     const listedAt = await this.repos.sandboxes.clock();
@@ -112,20 +120,28 @@ export class Reconciler {
   }
 
   private async converge(host: Host, listed: ListSandboxesResponse, listedAt: Date): Promise<ReconcileReport> {
-    const report: ReconcileReport = { hostId: host.id, paused: [], stopped: [], restored: [], orphansDestroyed: [] };
+    const report: ReconcileReport = { hostId: host.id, settled: [], paused: [], stopped: [], restored: [], orphansDestroyed: [] };
     const onHost = new Map(listed.sandboxes.map((sandbox) => [sandbox.sandboxId, sandbox]));
     const exited = new Map(listed.exited.map((exit) => [exit.sandboxId, exit.reason]));
     const autoPaused = new Set(listed.autoPausedSandboxIds);
-    const move = async (sandbox: Sandbox, from: SandboxStatus[], to: SandboxStatus, why: string): Promise<boolean> => {
-      const changed = await transitionSandbox(this.options.db, sandbox.id, { from, to, unchangedSince: listedAt });
+    const move = async (sandbox: Sandbox, from: SandboxStatus[], to: SandboxStatus, why: string, set?: SandboxTransition["set"]): Promise<boolean> => {
+      const changed = await transitionSandbox(this.options.db, sandbox.id, { from, to, set, unchangedSince: listedAt });
       if (changed) this.log.info({ sandboxId: sandbox.id, hostId: host.id, teamId: sandbox.teamId, from: sandbox.status, to, why }, "reconciled");
       return changed !== undefined;
     };
 
     // The database's sandboxes on this host that the host should have.
-    for (const sandbox of await this.repos.sandboxes.listAll({ hostId: host.id, statuses: [...LIVE_STATUSES] })) {
+    const staleBefore = listedAt.getTime() - STALE_STARTING_MS;
+    for (const sandbox of await this.repos.sandboxes.listAll({ hostId: host.id, statuses: [...LIVE_STATUSES, "starting"] })) {
       const seen = onHost.get(sandbox.id);
-      if (!seen || exited.has(sandbox.id)) {
+      if (sandbox.status === "starting") {
+        if (sandbox.statusChangedAt.getTime() > staleBefore) continue; // a create may still be at it
+        const live = seen && !exited.has(sandbox.id) && (seen.status === "running" || seen.status === "paused");
+        const settled = live
+          ? await move(sandbox, ["starting"], seen.status as SandboxStatus, "its create never finished; its host runs it", { hostIp: seen.hostIp, startedAt: new Date(Number(seen.createdAtUnix) * 1000) })
+          : await move(sandbox, ["starting"], "error", "its create never finished; its host does not have it");
+        if (settled) report.settled.push(sandbox.id);
+      } else if (!seen || exited.has(sandbox.id)) {
         const why = exited.has(sandbox.id) ? `exited: ${exited.get(sandbox.id)}` : "gone from its host";
         if (await move(sandbox, [sandbox.status], "stopped", why)) report.stopped.push(sandbox.id);
       } else if (sandbox.status === "unknown" && (seen.status === "running" || seen.status === "paused")) {

@@ -18,13 +18,12 @@ import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
-import { FINAL_STATUSES, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
+import { CREATE_TIMEOUT_MS, FINAL_STATUSES, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
 import { AgentTime } from "./agent-time.js";
 import { RunningSandboxCache, type RunningSandbox } from "./running-cache.js";
 
 export const SANDBOX_DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 } as const;
 /** Booting (or taking from the warm pool) and waiting for envd. */
-const CREATE_TIMEOUT_MS = 120_000;
 /** Copying a sandbox's files into a template can take minutes on a big disk. */
 export const SNAPSHOT_TIMEOUT_MS = 30 * 60_000;
 const DEFAULT_EXEC_TIMEOUT_SEC = 60;
@@ -152,6 +151,12 @@ export class SandboxService {
       envdAccessToken: randomBytes(24).toString("hex"),
     };
     const log = this.log.child({ sandboxId: row.id, teamId });
+    // The request's audit entry goes in with the row (a durable write off the create's path) and
+    // is taken back if the create does not succeed.
+    const auditEntry = options.audit?.entryFor(row.id);
+    const withdrawAudit = async () => {
+      if (auditEntry) await this.repos.audit.withdraw({ action: auditEntry.action, resourceType: auditEntry.resourceType, resourceId: row.id });
+    };
     const hostTemplateName = template.hostTemplateName ?? template.name;
     // The row is written once placement has chosen a host, with that host: a create no host can
     // take leaves no row; a retry on another host moves it. It is written while the host creates
@@ -162,7 +167,7 @@ export class SandboxService {
     try {
       const guessed = hostTemplateName === guess.hostTemplateName && !template.hostId;
       placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
-        const recorded = sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id });
+        const recorded = sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id }, auditEntry);
         const creating = measured(options.agentTime, callAgent(
           this.options.registry.client(host).createSandbox(
             {
@@ -191,26 +196,42 @@ export class SandboxService {
         return { hostIp: created.value.hostIp, envdVersion: created.value.envdVersion };
       }, guessed ? earlyRanking : undefined);
     } catch (err) {
-      if (sandbox) await this.transition(sandbox.id, { from: ["starting"], to: "error" });
+      if (sandbox) {
+        await this.transition(sandbox.id, { from: ["starting"], to: "error" });
+        await withdrawAudit();
+      }
       log.warn({ err: (err as Error).message }, "sandbox create failed");
       throw err;
     }
     const { host, result } = placed;
     if (signal?.aborted) {
       await this.rollBackCreate(row.id, host);
+      await withdrawAudit();
       log.info({ hostId: host.id }, "caller went away during create: sandbox rolled back");
       throw abortError(signal);
     }
-    const running = await this.transition(row.id, {
-      from: ["starting"],
-      to: "running",
-      set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, startedAt: new Date() },
-      audit: options.audit?.entryFor(row.id),
-    });
+    // What this statement records, the host can tell again (see the reconciler's `starting` rows):
+    // its commit need not wait for the disk.
+    let running: Sandbox | undefined;
+    try {
+      running = await this.transition(row.id, {
+        from: ["starting"],
+        to: "running",
+        set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, startedAt: new Date() },
+        flushLater: true,
+      });
+    } catch (err) {
+      // The caller hears a failure: nothing of this create may stay behind.
+      await this.rollBackCreate(row.id, host);
+      await withdrawAudit();
+      log.warn({ err: (err as Error).message }, "sandbox create failed at its running mark; rolled back");
+      throw err;
+    }
     if (running) options.audit?.written();
     if (!running) {
       // Destroyed while it was starting: the destroy found nothing on a host yet, so finish it here.
       await this.rollBackCreate(row.id, host);
+      await withdrawAudit();
       throw new WrennError("conflict", `sandbox ${row.id} was destroyed while it was starting`);
     }
     log.info({ hostId: host.id, template: template.name }, "sandbox created");
@@ -354,18 +375,29 @@ export class SandboxService {
     await callAgent(client.pingSandbox({ sandboxId }), host.id).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
   }
 
-  /** Runs a command and returns its whole output. */
-  async exec(teamId: string, sandboxId: string, input: ExecInput, options: { signal?: AbortSignal; agentTime?: AgentTime } = {}): Promise<ExecResult> {
+  /**
+   * Runs a command and returns its whole output. With `audit`, the request's entry is written while
+   * the command runs (off the exec's path), and taken back if the exec fails.
+   */
+  async exec(teamId: string, sandboxId: string, input: ExecInput, options: { signal?: AbortSignal; agentTime?: AgentTime; audit?: PendingAudit } = {}): Promise<ExecResult> {
     const sandbox = await this.getRunning(teamId, sandboxId);
     const { host, client } = await this.connect(sandbox);
     const timeoutSec = input.timeoutSec ?? DEFAULT_EXEC_TIMEOUT_SEC;
-    const result = await measured(options.agentTime, callAgent(
+    const running = measured(options.agentTime, callAgent(
       client.exec(
         { sandboxId, cmd: input.cmd, args: input.args ?? [], envs: input.envs ?? {}, cwd: input.cwd ?? "", user: input.user ?? "", stdin: input.stdin, timeoutSec },
         { signal: options.signal, timeoutMs: (timeoutSec + 10) * 1000 },
       ),
       host.id,
-    )).catch((err: unknown) => this.stopIfGone(sandbox, err, true));
+    ));
+    const audited = options.audit ? this.repos.audit.record(options.audit.entryFor(sandboxId)) : undefined;
+    const [ran, recorded] = await Promise.allSettled([running, audited]);
+    if (recorded.status === "fulfilled" && recorded.value) {
+      if (ran.status === "fulfilled") options.audit!.written();
+      else await this.repos.audit.withdraw({ id: recorded.value.id }).catch((err: unknown) => this.log.error({ err, sandboxId }, "could not take back the audit entry of a failed exec"));
+    }
+    // (A failed entry is left to the request's own recording, which tries again and logs.)
+    const result = ran.status === "fulfilled" ? ran.value : await this.stopIfGone(sandbox, ran.reason, true);
     return { stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode, ...(result.error ? { error: result.error } : {}) };
   }
 

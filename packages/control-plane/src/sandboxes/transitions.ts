@@ -18,7 +18,17 @@ export interface SandboxTransition {
   unchangedSince?: Date;
   /** Written with the change (same statement or transaction), only if the change is made. */
   audit?: NewAuditEntry;
+  /**
+   * Entering running or unknown only: commit without waiting for the WAL flush (PostgreSQL's
+   * asynchronous commit: visible at once, on disk within ~3 × wal_writer_delay). For changes the
+   * host can tell again after a database crash — the reconciler rebuilds a `starting` row whose
+   * sandbox runs from ListSandboxes — and never with an audit entry.
+   */
+  flushLater?: boolean;
 }
+
+/** How long a create waits on its host; a `starting` row older than that has no create behind it. */
+export const CREATE_TIMEOUT_MS = 120_000;
 
 /** Statuses in which a sandbox is not running and never will be again. */
 export const FINAL_STATUSES: readonly SandboxStatus[] = ["stopped", "error"];
@@ -57,7 +67,8 @@ export async function transitionSandbox(db: Db, id: string, change: SandboxTrans
     // the sandbox kept running meanwhile); unknown keeps it as it is. One compare-and-set
     // statement, no read first: the hot path of every create and resume.
     const set: SandboxChanges = change.to === "running" ? { ...change.set, runningSince: sql`coalesce(${sandboxes.runningSince}, ${now.toISOString()}::timestamptz)` } : { ...change.set };
-    return createRepositories(db).sandboxes.transition(id, { from: change.from, to: change.to, set, unchangedSince: change.unchangedSince, audit: change.audit });
+    if (change.flushLater && change.audit) throw new Error("an audit entry is never committed without its flush");
+    return createRepositories(db).sandboxes.transition(id, { from: change.from, to: change.to, set, unchangedSince: change.unchangedSince, audit: change.audit, flushLater: change.flushLater });
   }
   // Any other status ends the run segment, if one is open: read it, book it, in one transaction.
   return db.transaction(async (tx) => {

@@ -8,7 +8,7 @@ import type { Sandbox } from "../../db/schema.js";
 import { METRIC_TIERS, ON_TIMEOUT_ACTIONS, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
 import { WrennError } from "../../errors.js";
 import type { CreateSandboxInput, ExecEvent, SandboxService } from "../../sandboxes/service.js";
-import { auditEntryFor, auditWithLastChange } from "../audit-recorder.js";
+import { auditEntryFor, pendingAudit } from "../audit-recorder.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { sseKeepalive } from "./sse.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
@@ -167,7 +167,7 @@ export async function createAnswering(request: FastifyRequest, reply: FastifyRep
   const agentTime = new AgentTime();
   let sandbox: Sandbox;
   try {
-    sandbox = await service.create(request.auth.teamId, input, { signal, agentTime, audit: auditWithLastChange(request, reply, "sandbox", 201) });
+    sandbox = await service.create(request.auth.teamId, input, { signal, agentTime, audit: pendingAudit(request, reply, "sandbox", 201) });
   } catch (err) {
     if (!signal.aborted) throw err;
     request.log.info({ teamId: request.auth.teamId }, "client left during create; nothing answered");
@@ -390,7 +390,7 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
         request.auth.teamId,
         request.params.id,
         { ...command, ...(stdin === undefined ? {} : { stdin: Buffer.from(stdin, "utf8") }) },
-        { signal, agentTime },
+        { signal, agentTime, audit: pendingAudit(request, reply, "sandbox", 200) },
       );
       reply.header("server-timing", agentTime.header());
       return { stdout: utf8(result.stdout), stderr: utf8(result.stderr), exitCode: result.exitCode, ...(result.error ? { error: result.error } : {}) };
