@@ -3,6 +3,7 @@
 // streams, an HTTP and WebSocket server started inside the sandbox, and every refusal (none of
 // which reaches the sandbox).
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import http, { type IncomingHttpHeaders } from "node:http";
@@ -14,21 +15,38 @@ import { skipAgent, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const AGENT = { pool: "10.244.1.0/24", table: "wrenn_hpx_edge" };
+const AGENT = { pool: "10.250.8.0/24", table: "wrenn_hka_edge" };
 const ENVD = 49983;
 /** The port of the test server started inside the sandbox (HTTP echo + WebSocket echo). */
 const ECHO_PORT = 9000;
 
-// Answers HTTP with what it received (and /seen with every path it was asked for), and echoes
-// WebSocket text frames as `echo:<text>`. Runs on the Node that ships in /opt/wrenn.
+// Answers HTTP with what it received (/seen with every path it was asked for, /stats with the
+// connections made to it and its own address), and echoes WebSocket text frames as `echo:<text>`.
+// /close-reused closes a connection it arrives on unanswered unless it is the connection's first
+// request (an idle timeout running out just as the proxy reuses it); /drop always does, after
+// reading the body. Runs on the Node that ships in /opt/wrenn.
 const ECHO_SERVER = String.raw`
 const http = require("http"), crypto = require("crypto");
 const seen = [];
+const stats = { connections: 0, closedUnanswered: 0, address: "" };
+const requestsOn = new WeakMap();
 const server = http.createServer((req, res) => {
-  if (req.url !== "/seen") seen.push(req.url);
-  res.setHeader("content-type", "application/json");
-  res.end(JSON.stringify(req.url === "/seen" ? seen : { url: req.url, headers: req.headers }));
+  const n = (requestsOn.get(req.socket) || 0) + 1;
+  requestsOn.set(req.socket, n);
+  if (req.url !== "/seen" && req.url !== "/stats") seen.push(req.url);
+  req.resume();
+  req.on("end", () => {
+    if (req.url === "/drop" || (req.url === "/close-reused" && n > 1)) {
+      stats.closedUnanswered++;
+      req.socket.destroy();
+      return;
+    }
+    stats.address = req.socket.localAddress;
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify(req.url === "/seen" ? seen : req.url === "/stats" ? stats : { url: req.url, headers: req.headers }));
+  });
 });
+server.on("connection", () => stats.connections++);
 server.on("upgrade", (req, socket) => {
   seen.push("ws " + req.url);
   const accept = crypto.createHash("sha1").update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
@@ -163,6 +181,27 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
     const reply = await send({ path: "/seen", headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) } });
     assert.equal(reply.status, 200, reply.text);
     return JSON.parse(reply.text) as string[];
+  }
+
+  /** The in-sandbox echo server's counters. */
+  async function echoStats(): Promise<{ connections: number; closedUnanswered: number; address: string }> {
+    const reply = await send({ path: "/stats", headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) } });
+    assert.equal(reply.status, 200, reply.text);
+    const stats = JSON.parse(reply.text);
+    return { ...stats, address: stats.address.replace(/^::ffff:/, "") }; // it listens on ::
+  }
+
+  /** This host's established TCP connections to `port` at `destination` (an address or a prefix): local and peer address:port. */
+  function connectionsTo(destination: string, port: number): Array<{ local: string; peer: string }> {
+    const prefix = destination.includes("/") ? destination : `${destination}/32`; // ss reads a bare address as host:port
+    const out = execFileSync("ss", ["-Htn", "state", "established", "dst", prefix, "dport", "=", `:${port}`], { encoding: "utf8" });
+    return out
+      .split("\n")
+      .filter((line) => line.trim() !== "")
+      .map((line) => {
+        const [, , local, peer] = line.trim().split(/\s+/);
+        return { local: local!, peer: peer! };
+      });
   }
 
   before(async () => {
@@ -385,6 +424,80 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
       assert.match(JSON.parse(paused.text).message, /it is paused/);
       assert.equal((await stack.call(stack.teamA, "POST", `/v1/sandboxes/${other.id}/resume`, {})).status, 200);
       assert.equal((await health()).status, 204);
+    } finally {
+      await stack.call(stack.teamA, "DELETE", `/v1/sandboxes/${other.id}`);
+    }
+  });
+
+  test("calls reuse kept-alive connections on both hops: to the host's proxy, to envd and to a server in the sandbox", async () => {
+    const { address } = await echoStats();
+    const proxyPort = stack.agents[0]!.agent.proxyPort;
+    const toHost = () => new Set(connectionsTo("127.0.0.1", proxyPort).map((c) => c.local));
+    const toEnvd = () => new Set(connectionsTo(address, ENVD).map((c) => c.local));
+    const [hostBefore, envdBefore, echoBefore] = [toHost(), toEnvd(), (await echoStats()).connections];
+    for (let i = 0; i < 10; i++) {
+      const health = await send({ path: "/health", headers: { ...byHeaders(sandboxId, ENVD), "x-access-token": accessToken } });
+      assert.equal(health.status, 204);
+      const echoed = await send({ method: "POST", path: `/call${i}`, headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) }, body: "small" });
+      assert.equal(echoed.status, 200, echoed.text);
+    }
+    const opened = (after: Set<string>, before: Set<string>) => [...after].filter((local) => !before.has(local)).length;
+    assert.ok(opened(toHost(), hostBefore) <= 1, "twenty calls opened more than one connection to the host's proxy");
+    assert.ok(opened(toEnvd(), envdBefore) <= 1, "ten calls opened more than one connection to envd");
+    assert.ok(toEnvd().size >= 1, "no kept-alive connection to envd");
+    const echoOpened = (await echoStats()).connections - echoBefore;
+    assert.ok(echoOpened <= 1, `ten calls opened ${echoOpened} connections to the server in the sandbox`);
+  });
+
+  test("a call on a kept-alive connection the sandbox's server closes unanswered is sent again and succeeds", async () => {
+    const headers = { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA), "content-type": "application/json" };
+    const before = await echoStats(); // leaves a kept-alive connection for the next call to reuse
+    const reply = await send({ method: "POST", path: "/close-reused", headers, body: '{"small":true}' });
+    assert.equal(reply.status, 200, reply.text);
+    assert.equal(JSON.parse(reply.text).url, "/close-reused");
+    const after = await echoStats();
+    assert.equal(after.closedUnanswered - before.closedUnanswered, 1, "the reused connection was closed under the call");
+  });
+
+  test("an upload too large to replay that the sandbox's server drops is a prompt 502", async () => {
+    const started = Date.now();
+    const reply = await send({
+      method: "POST",
+      path: "/drop",
+      headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA), "content-type": "application/octet-stream" },
+      body: randomBytes(200 * 1024),
+    });
+    assert.equal(reply.status, 502, reply.text);
+    assert.match(JSON.parse(reply.text).message, /cannot reach port 9000/);
+    assert.ok(Date.now() - started < 5000, "answered at once, not after a timeout");
+  });
+
+  test("a paused or destroyed sandbox's kept-alive connections are closed at once", async () => {
+    const { address: echoAddress } = await echoStats();
+    const other = await createSandbox(stack.teamA);
+    const health = () => send({ path: "/health", headers: { ...byHeaders(other.id, ENVD), "x-access-token": other.envdAccessToken } });
+    /** The proxy's connections to the sandbox's envd, opened from now on (the agent's own envd client may hold one too). */
+    async function proxyConnections(): Promise<{ address: string; locals: Set<string> }> {
+      const known = new Set(connectionsTo(AGENT.pool, ENVD).map((c) => c.local));
+      for (let i = 0; i < 3; i++) assert.equal((await health()).status, 204);
+      const opened = connectionsTo(AGENT.pool, ENVD).filter((c) => !known.has(c.local) && !c.peer.startsWith(`${echoAddress}:`));
+      assert.equal(opened.length, 1, `one kept-alive connection to the sandbox's envd: ${JSON.stringify(opened)}`);
+      return { address: opened[0]!.peer.slice(0, opened[0]!.peer.lastIndexOf(":")), locals: new Set(opened.map((c) => c.local)) };
+    }
+    const stillOpen = ({ address, locals }: { address: string; locals: Set<string> }) =>
+      connectionsTo(address, ENVD).filter((c) => locals.has(c.local)).length;
+    try {
+      // A paused sandbox is frozen: it would never close its side, so the connection would stay until the idle timeout.
+      const beforePause = await proxyConnections();
+      const pause = await stack.call(stack.teamA, "POST", `/v1/sandboxes/${other.id}/pause`);
+      assert.equal(pause.status, 200, await pause.text());
+      await waitFor("the paused sandbox's connections to close", async () => stillOpen(beforePause) === 0 || undefined, 3000);
+      assert.equal((await stack.call(stack.teamA, "POST", `/v1/sandboxes/${other.id}/resume`, {})).status, 200);
+
+      const beforeKill = await proxyConnections();
+      const killed = await stack.call(stack.teamA, "DELETE", `/v1/sandboxes/${other.id}`);
+      assert.ok(killed.status < 300, `kill: ${killed.status}`);
+      await waitFor("the destroyed sandbox's connections to close", async () => stillOpen(beforeKill) === 0 || undefined, 3000);
     } finally {
       await stack.call(stack.teamA, "DELETE", `/v1/sandboxes/${other.id}`);
     }

@@ -158,6 +158,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     },
   });
   proxyPort = proxy.port;
+  manager.onUnreachable = (sandboxId, destroyed) => proxy.dropSandbox(sandboxId, destroyed);
   let reaping = false;
   const reaper = setInterval(() => {
     if (reaping) return;

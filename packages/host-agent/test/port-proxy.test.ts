@@ -365,3 +365,118 @@ async function freePort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
+
+/** An upstream that counts the connections made to it, and closes a connection on its `closeOn`-th request (a real close, before any answer). */
+async function startCountingUpstream(t: TestContext, options: { closeOn?: number; closePath?: string } = {}) {
+  const stats = { connections: 0, open: 0, closedBeforeAnswer: 0, answered: [] as string[] };
+  const requestsOn = new WeakMap<object, number>();
+  const upstream = await startUpstream(t, (req, res) => {
+    const n = (requestsOn.get(req.socket) ?? 0) + 1;
+    requestsOn.set(req.socket, n);
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => (body += chunk));
+    req.on("end", () => {
+      if (n === options.closeOn || req.url === options.closePath) {
+        stats.closedBeforeAnswer++;
+        req.socket.destroy();
+        return;
+      }
+      stats.answered.push(`${req.method} ${req.url} ${body.length}`);
+      res.end(`${req.method} ${req.url} ${body}`);
+    });
+  });
+  upstream.server.on("connection", (socket) => {
+    stats.connections++;
+    stats.open++;
+    socket.once("close", () => stats.open--);
+  });
+  return { ...upstream, stats };
+}
+
+test("requests to a sandbox port share one kept-alive connection; a body too large to replay gets its own", async (t) => {
+  const upstream = await startCountingUpstream(t);
+  const { proxy } = await startProxy(t, ["sbx1"]);
+  for (let i = 0; i < 5; i++) {
+    const get = await send(proxy.port, { path: `/get${i}`, headers: routed("sbx1", upstream.port) });
+    assert.deepEqual([get.status, get.text], [200, `GET /get${i} `]);
+    const post = await send(proxy.port, { method: "POST", path: "/post", headers: routed("sbx1", upstream.port), body: "small" });
+    assert.deepEqual([post.status, post.text], [200, "POST /post small"]);
+  }
+  assert.equal(upstream.stats.connections, 1, "ten requests, one connection");
+  assert.equal(proxy.openConnections("sbx1"), 1);
+
+  const large = "x".repeat(100 * 1024);
+  const upload = await send(proxy.port, { method: "PUT", path: "/large", headers: routed("sbx1", upstream.port), body: large });
+  assert.deepEqual([upload.status, upload.text.length], [200, "PUT /large ".length + large.length]);
+  assert.equal(upstream.stats.connections, 2, "the large upload went on a fresh connection");
+  await waitUntil(() => upstream.stats.open === 1, "the large upload's connection to close");
+});
+
+test("a request on a kept-alive connection the server closes unanswered is sent again on a fresh one", async (t) => {
+  // The server closes each connection when its second request arrives, as a server does whose
+  // idle timeout ran out just as the proxy reused the connection.
+  const upstream = await startCountingUpstream(t, { closeOn: 2 });
+  const { proxy } = await startProxy(t, ["sbx1"]);
+  assert.equal((await send(proxy.port, { path: "/first", headers: routed("sbx1", upstream.port) })).status, 200);
+  const get = await send(proxy.port, { path: "/second", headers: routed("sbx1", upstream.port) });
+  assert.deepEqual([get.status, get.text], [200, "GET /second "]);
+  // The replay's connection is not pooled: the next request opens one, which the POST then reuses.
+  assert.equal((await send(proxy.port, { path: "/third", headers: routed("sbx1", upstream.port) })).status, 200);
+  const post = await send(proxy.port, {
+    method: "POST",
+    path: "/process.Process/Start",
+    headers: { ...routed("sbx1", upstream.port), "content-type": "application/json" },
+    body: '{"cmd":"echo hi"}',
+  });
+  assert.deepEqual([post.status, post.text], [200, 'POST /process.Process/Start {"cmd":"echo hi"}']);
+  assert.equal(upstream.stats.closedBeforeAnswer, 2, "each reused connection was closed under a request");
+  assert.deepEqual(upstream.stats.answered, ["GET /first 0", "GET /second 0", "GET /third 0", "POST /process.Process/Start 17"]);
+});
+
+test("a request the server drops unanswered is 502 promptly: a large upload on its fresh connection, a replay only once", async (t) => {
+  const upstream = await startCountingUpstream(t, { closePath: "/drop" });
+  const { proxy } = await startProxy(t, ["sbx1"]);
+  const started = Date.now();
+  const upload = await send(proxy.port, { method: "POST", path: "/drop", headers: routed("sbx1", upstream.port), body: "y".repeat(200 * 1024) });
+  assert.equal(upload.status, 502, upload.text);
+  assert.match(JSON.parse(upload.text).message, /cannot reach port/);
+  assert.equal(upstream.stats.closedBeforeAnswer, 1, "a body that cannot be replayed is sent once");
+
+  assert.equal((await send(proxy.port, { path: "/ok", headers: routed("sbx1", upstream.port) })).status, 200);
+  const small = await send(proxy.port, { method: "POST", path: "/drop", headers: routed("sbx1", upstream.port), body: "tiny" });
+  assert.equal(small.status, 502, small.text);
+  assert.equal(upstream.stats.closedBeforeAnswer, 3, "on the reused connection, then once more on a fresh one, no further");
+  assert.ok(Date.now() - started < 3000, "answered at once, not after a timeout");
+});
+
+test("dropping a sandbox closes its kept-alive connections; a sandbox later at the same address opens its own", async (t) => {
+  const upstream = await startCountingUpstream(t);
+  const { proxy } = await startProxy(t, ["old", "new"]);
+  assert.equal((await send(proxy.port, { headers: routed("old", upstream.port) })).status, 200);
+  assert.equal(upstream.stats.open, 1);
+  proxy.dropSandbox("old", true);
+  assert.equal(proxy.openConnections("old"), 0);
+  await waitUntil(() => upstream.stats.open === 0, "the dropped sandbox's connection to close");
+
+  assert.equal((await send(proxy.port, { headers: routed("new", upstream.port) })).status, 200);
+  assert.equal(upstream.stats.connections, 2, "the new sandbox did not inherit the old one's connection");
+  // A pause keeps exchanges in flight but closes the idle connections too.
+  proxy.dropSandbox("new", false);
+  await waitUntil(() => upstream.stats.open === 0, "the paused sandbox's connection to close");
+});
+
+async function waitUntil(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 100 && !check(); i++) await sleep(20);
+  assert.ok(check(), `timed out waiting for ${what}`);
+}
+
+test("a response silent for longer than the idle-connection timeout is not cut", async (t) => {
+  const upstream = await startUpstream(t, (_req, res) => {
+    res.write("first,");
+    setTimeout(() => res.end("second"), 2500); // a user port's idle connections close after 1 s
+  });
+  const { proxy } = await startProxy(t, ["sbx1"]);
+  const reply = await send(proxy.port, { headers: routed("sbx1", upstream.port) });
+  assert.deepEqual([reply.status, reply.text], [200, "first,second"]);
+});

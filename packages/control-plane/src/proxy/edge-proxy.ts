@@ -4,9 +4,11 @@
 // free of the API's hooks (an E2B_SANDBOX_URL equal to the API URL costs no extra hop).
 //
 // Written on node:http for the same reasons as the host agent's port proxy: bodies stream both
-// ways with backpressure (nothing is buffered whole), a streamed response (Connect server stream,
-// server-sent events) is forwarded chunk by chunk, and a WebSocket is two pipes after the
-// handshake. Connections to hosts are kept alive and reused.
+// ways with backpressure, a streamed response (Connect server stream, server-sent events) is
+// forwarded chunk by chunk, and a WebSocket is two pipes after the handshake. Connections to hosts
+// are kept alive and reused by requests whose body is small enough to read whole first (64 KiB):
+// such a request is replayed once on a fresh connection if the reused one turns out closed by the
+// host; larger or streamed bodies go on a fresh connection and are never buffered.
 import http, { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { pipeline, type Duplex } from "node:stream";
@@ -30,6 +32,16 @@ const HOST_SANDBOX_PORT_HEADER = "x-wrenn-sandbox-port";
 const CONNECT_TIMEOUT_MS = 5_000;
 /** The host proxy's "no such sandbox here" is a small JSON 404; larger 404s are the sandbox's own. */
 const HOST_NOT_FOUND_MAX_BYTES = 512;
+/**
+ * Idle connections to a host's port proxy are closed after this: well before the proxy's own
+ * keep-alive timeout (65 s, PORT_PROXY_KEEP_ALIVE_TIMEOUT_MS in the host agent), so the proxy never
+ * closes one we are about to reuse.
+ */
+const HOST_FREE_TIMEOUT_MS = 30_000;
+/** Bodies up to this size are read whole so the request can be replayed (Connect unary calls are far smaller). */
+const REPLAYABLE_BODY_MAX_BYTES = 64 * 1024;
+/** What a write to, or a read from, a connection the far end has closed fails with. */
+const DEAD_CONNECTION_CODES = new Set(["ECONNRESET", "EPIPE"]);
 
 export interface EdgeProxyOptions {
   /** Sandbox hosts are `<port>-<sandboxId>.<domain>`. */
@@ -102,14 +114,47 @@ function notRunning(sandboxId: string, why: string): Refusal {
   return { status: 502, body: { code: 502, message: `sandbox ${sandboxId} is not running: ${why}`, sandboxId } };
 }
 
-/** A request without a body can be sent again when a reused connection to the host was already closed. */
-function bodiless(req: IncomingMessage): boolean {
-  const length = req.headers["content-length"];
-  return req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
+// The two functions below are the host agent's proxy/replay.ts, copied: the control plane does
+// not depend on the host agent's package. Change both together.
+
+/**
+ * The request's whole body (empty when it has none) when it may be replayed, else undefined: the
+ * body is then left unread, to be streamed. Rejects when the client goes away mid-body.
+ */
+function readReplayableBody(req: IncomingMessage): Promise<Buffer | undefined> {
+  if (req.headers["transfer-encoding"] !== undefined) return Promise.resolve(undefined);
+  const declared = req.headers["content-length"];
+  // HTTP/1.1: a request with neither a length nor chunking has no body.
+  if (declared === undefined || declared === "0") return Promise.resolve(Buffer.alloc(0));
+  const length = /^\d+$/.test(declared) ? Number(declared) : Infinity;
+  if (length > REPLAYABLE_BODY_MAX_BYTES) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.once("end", () => resolve(Buffer.concat(chunks)));
+    req.once("error", reject);
+    req.once("close", () => {
+      if (!req.complete) reject(Object.assign(new Error("the client went away mid-body"), { code: "ECONNRESET" }));
+    });
+  });
+}
+
+/** Whether an error `upstream` fails with means a reused connection the host had closed (nothing read on it for this request). */
+function watchReuse(upstream: http.ClientRequest): (err: NodeJS.ErrnoException) => boolean {
+  let socket: Socket | undefined;
+  let readBefore = 0;
+  upstream.once("socket", (assigned: Socket) => {
+    socket = assigned;
+    readBefore = assigned.bytesRead;
+  });
+  return (err) =>
+    upstream.reusedSocket && socket !== undefined && socket.bytesRead === readBefore && DEAD_CONNECTION_CODES.has(err.code ?? "");
 }
 
 export class EdgeProxy {
-  private readonly agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
+  private readonly agent = new http.Agent({ keepAlive: true, scheduling: "lifo", timeout: HOST_FREE_TIMEOUT_MS });
+  /** One connection per request: for bodies that cannot be sent twice, replays and WebSockets. */
+  private readonly fresh = new http.Agent({ keepAlive: false });
   private readonly locator: SandboxLocator;
   private readonly access: EdgeAccess;
   private readonly log: Logger;
@@ -165,6 +210,7 @@ export class EdgeProxy {
     for (const socket of this.active) socket.destroy();
     this.active.clear();
     this.agent.destroy();
+    this.fresh.destroy();
   }
 
   private async proxyRequest(req: IncomingMessage, res: ServerResponse, route: EdgeRoute): Promise<void> {
@@ -173,11 +219,23 @@ export class EdgeProxy {
     const socket = req.socket;
     this.active.add(socket);
     res.once("close", () => this.active.delete(socket));
-    this.send(req, res, route, admission, bodiless(req));
+    let body: Buffer | undefined;
+    try {
+      body = await readReplayableBody(req);
+    } catch {
+      res.destroy(); // the client went away mid-body
+      return;
+    }
+    this.send(req, res, route, admission, body, body !== undefined);
   }
 
-  private send(req: IncomingMessage, res: ServerResponse, route: EdgeRoute, admitted: Admitted, mayRetry: boolean): void {
-    const upstream = this.request(req, route, admitted, false);
+  /**
+   * A replayable request (`body` read whole) goes on a kept-alive connection and is sent once more
+   * on a fresh one if that connection turns out closed; any other on a fresh one, streaming its body.
+   */
+  private send(req: IncomingMessage, res: ServerResponse, route: EdgeRoute, admitted: Admitted, body: Buffer | undefined, pooled: boolean): void {
+    const upstream = this.request(req, route, admitted, false, pooled ? this.agent : this.fresh);
+    const diedUnused = watchReuse(upstream);
     let responded = false;
     upstream.on("response", (upstreamRes) => {
       responded = true;
@@ -196,8 +254,8 @@ export class EdgeProxy {
         return;
       }
       // A kept-alive connection the host closed just as it was reused: nothing reached it, send again.
-      if (mayRetry && upstream.reusedSocket && err.code === "ECONNRESET" && !res.destroyed) {
-        return this.send(req, res, route, admitted, false);
+      if (pooled && body !== undefined && diedUnused(err) && !res.destroyed) {
+        return this.send(req, res, route, admitted, body, false);
       }
       this.locator.forget(route.sandboxId);
       this.log.warn({ sandboxId: route.sandboxId, err: err.message }, "the sandbox's host could not be reached");
@@ -209,7 +267,7 @@ export class EdgeProxy {
     };
     res.once("close", abandon);
     upstream.once("close", () => res.off("close", abandon));
-    if (mayRetry) upstream.end();
+    if (body !== undefined) upstream.end(body.length > 0 ? body : undefined);
     // pipe (not pipeline): a failed upstream must not destroy the client's socket before the 502.
     else req.pipe(upstream);
   }
@@ -217,7 +275,7 @@ export class EdgeProxy {
   private async proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, route: EdgeRoute): Promise<void> {
     const admission = await this.access.admit(req, route);
     if (isRefusal(admission)) return refuseOnSocket(socket, admission);
-    const upstream = this.request(req, route, admission, true);
+    const upstream = this.request(req, route, admission, true, this.fresh);
     const abandon = () => upstream.destroy();
     socket.once("close", abandon);
 
@@ -252,7 +310,7 @@ export class EdgeProxy {
   }
 
   /** The request to the host's port proxy: the client's, minus the credentials the proxy consumed. */
-  private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean): http.ClientRequest {
+  private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean, agent: http.Agent): http.ClientRequest {
     const { hostProxy, envdAccessToken } = admitted.sandbox;
     const headers = forwardable(req.headers, upgrade);
     // The team's API key never reaches a sandbox; neither do E2B's routing headers.
@@ -273,7 +331,7 @@ export class EdgeProxy {
       method: req.method,
       path: req.url,
       headers,
-      agent: this.agent,
+      agent,
     });
     upstream.on("socket", (socket: Socket) => {
       if (!socket.connecting) return;

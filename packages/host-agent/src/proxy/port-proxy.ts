@@ -4,14 +4,18 @@
 // Written on node:http rather than a proxy library: http-proxy is unmaintained since 2020,
 // http-proxy-3's current major needs Node 22, and @fastify/http-proxy needs a Fastify server; what
 // remains after routing, auth and E2B-shaped errors is two pipes and an upgrade handshake.
-// Bodies stream both ways with backpressure (nothing is buffered whole), and a streaming response
-// is forwarded chunk by chunk as it arrives.
+// Bodies stream both ways with backpressure (only a small body is read whole first, so that it can be
+// replayed: replay.ts), and a streaming response is forwarded chunk by chunk as it arrives.
+// Connections to sandbox ports are kept alive per sandbox (connections.ts): a fresh TCP connect
+// into gVisor's netstack costs milliseconds on every call otherwise.
 import { createHash, timingSafeEqual } from "node:crypto";
 import http, { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
 import { logger } from "../logging/logger.js";
+import { SandboxConnections } from "./connections.js";
+import { readReplayableBody, watchReuse } from "./replay.js";
 import { InvalidRouteError, routeOf, type ProxyRoute } from "./route.js";
 
 const log = logger.child({ component: "port-proxy" });
@@ -20,6 +24,11 @@ export const HOST_TOKEN_HEADER = "x-wrenn-host-token";
 
 /** A sandbox port that does not answer a connect within this is reported as unreachable. */
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * How long a client's idle connection stays open. The control plane's edge proxy drops its idle
+ * connections after 30 s, well before this, so we never close one it is about to reuse.
+ */
+export const PORT_PROXY_KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 export interface PortProxyOptions {
   host: string;
@@ -35,6 +44,10 @@ export interface PortProxyOptions {
 
 export interface PortProxy {
   port: number;
+  /** Closes the connections kept to a sandbox that went away; `cutActive` cuts exchanges in flight too. */
+  dropSandbox(sandboxId: string, cutActive: boolean): void;
+  /** Connections open to the sandbox's ports (idle or busy), for tests and diagnostics. */
+  openConnections(sandboxId: string): number;
   close(): Promise<void>;
 }
 
@@ -114,10 +127,9 @@ function refuseOnResponse(req: IncomingMessage, res: ServerResponse, { status, b
 
 export async function startPortProxy(options: PortProxyOptions): Promise<PortProxy> {
   // Uploads of any size and long streams are the upstream's business to time out, not ours.
-  const server = http.createServer({ requestTimeout: 0 });
-  // Each request gets a fresh connection to the sandbox: it is on this host, so connecting is cheap,
-  // and a reused idle connection the sandbox's server has just closed would fail a request for nothing.
-  const agent = new http.Agent({ keepAlive: false });
+  const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: PORT_PROXY_KEEP_ALIVE_TIMEOUT_MS });
+  server.headersTimeout = PORT_PROXY_KEEP_ALIVE_TIMEOUT_MS + 1_000;
+  const connections = new SandboxConnections();
   const upgraded = new Set<Duplex>();
 
   /** Checks the token, the route and the sandbox, in that order; a refusal or the target. */
@@ -144,7 +156,7 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
     }
   }
 
-  function requestUpstream(req: IncomingMessage, target: Target, upgrade: boolean): http.ClientRequest {
+  function requestUpstream(req: IncomingMessage, target: Target, upgrade: boolean, agent: http.Agent): http.ClientRequest {
     const upstream = http.request({
       host: target.address,
       port: target.port,
@@ -166,11 +178,15 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
     return upstream;
   }
 
-  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-    const admission = admit(req);
-    if (!("address" in admission)) return refuseOnResponse(req, res, admission);
-    const target = admission;
-    const upstream = requestUpstream(req, target, false);
+  /**
+   * Sends the request to the sandbox: a replayable one (`body` read whole) on a kept-alive
+   * connection, sent once more on a fresh one if that connection turns out dead; any other on a
+   * fresh connection, streaming its body.
+   */
+  function forward(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer | undefined, pooled: boolean): void {
+    const agent = pooled ? connections.agentFor(target.sandboxId, target.address, target.port) : connections.fresh;
+    const upstream = requestUpstream(req, target, false, agent);
+    const diedUnused = watchReuse(upstream);
 
     let responded = false;
     upstream.on("response", (upstreamRes) => {
@@ -186,15 +202,32 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
         res.destroy(err); // cut short mid-body: the client must see a broken response, not a short one
         return;
       }
+      if (pooled && body !== undefined && diedUnused(err) && !res.destroyed) {
+        log.debug({ sandboxId: target.sandboxId, port: target.port, err: err.message }, "a kept-alive connection was closed; sending again");
+        return forward(req, res, target, body, false);
+      }
       log.debug({ sandboxId: target.sandboxId, port: target.port, err }, "sandbox port unreachable");
       refuseOnResponse(req, res, unreachable(target, err));
     });
     // The client went away (mid-upload or mid-response): so must the request to the sandbox.
-    res.on("close", () => {
+    const abandon = () => {
       if (!res.writableFinished) upstream.destroy();
-    });
+    };
+    res.once("close", abandon);
+    upstream.once("close", () => res.off("close", abandon));
+    if (body !== undefined) upstream.end(body.length > 0 ? body : undefined);
     // pipe (not pipeline): a failed upstream must not destroy the client's socket before the 502.
-    req.pipe(upstream);
+    else req.pipe(upstream);
+  }
+
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    const admission = admit(req);
+    if (!("address" in admission)) return refuseOnResponse(req, res, admission);
+    const target = admission;
+    readReplayableBody(req).then(
+      (body) => forward(req, res, target, body, body !== undefined),
+      () => res.destroy(), // the client went away mid-body
+    );
   });
 
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -202,7 +235,8 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
     const admission = admit(req);
     if (!("address" in admission)) return refuseOnSocket(socket, admission);
     const target = admission;
-    const upstream = requestUpstream(req, target, true);
+    // An upgraded connection leaves its pool anyway: a fresh one.
+    const upstream = requestUpstream(req, target, true, connections.fresh);
     const abandon = () => upstream.destroy();
     socket.once("close", abandon);
 
@@ -253,11 +287,13 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
 
   return {
     port: address.port,
+    dropSandbox: (sandboxId, cutActive) => connections.drop(sandboxId, cutActive),
+    openConnections: (sandboxId) => connections.openCount(sandboxId),
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       for (const socket of upgraded) socket.destroy();
-      agent.destroy();
+      connections.destroy();
       await closed;
     },
   };

@@ -94,6 +94,8 @@ export class SandboxManager {
   private autoPaused: string[] = [];
   private exited: { sandboxId: string; reason: string }[] = [];
   readonly warmPool: WarmPool;
+  /** Told when a sandbox stops being reachable (the port proxy drops its connections to it). */
+  onUnreachable?: (sandboxId: string, destroyed: boolean) => void;
 
   constructor(private readonly options: ManagerOptions) {
     this.warmPool = new WarmPool(options.warmPool ?? [], {
@@ -415,6 +417,7 @@ export class SandboxManager {
     if (this.sandboxes.get(record.id) === sandbox) {
       this.sandboxes.delete(record.id);
       this.options.metrics.untrack(record.id);
+      this.onUnreachable?.(record.id, true);
     }
     sandbox.envd.close();
     const cleanup = new Cleanup();
@@ -438,6 +441,7 @@ export class SandboxManager {
     if (sandbox.record.status === "paused") return;
     await sandbox.driver.pause(sandbox.record.runtimeId);
     await this.setStatus(sandbox, "paused");
+    this.onUnreachable?.(sandbox.record.id, false);
   }
 
   async resume(sandboxId: string, timeoutSec?: number): Promise<Sandbox> {
