@@ -17,8 +17,8 @@ import { BASH_STATIC, buildBashTemplate } from "../../host-agent/test/template.j
 import { startApi, type ApiUnderTest } from "./api-harness.js";
 import { removeAgent, skipAgent, startManagedAgent, waitFor, type ManagedAgent } from "./orchestration-harness.js";
 
-const POOL = "10.246.1.0/24";
-const TABLE = "wrenn_hc1_sdk";
+const POOL = "10.251.1.0/24";
+const TABLE = "wrenn_hkb_sdk";
 const BASH_TEMPLATE = "busybox-bash";
 /** The port of busybox's httpd inside the sandbox, for getHost. */
 const HTTP_PORT = 8000;
@@ -189,6 +189,50 @@ describe("the e2b SDK's envd calls against Wrenn (commands, PTY, files, getHost)
     await until("the new size", () => screen.includes("30 100"));
     assert.equal(await sandbox.pty.kill(terminal.pid), true);
     await assert.rejects(terminal.wait(), CommandExitError);
+  });
+
+  test("pty: Ctrl-C interrupts the running command and the shell prompt takes the next one", async () => {
+    let screen = "";
+    const decoder = new TextDecoder();
+    const terminal = await sandbox.pty.create({ cols: 80, rows: 24, onData: (data) => void (screen += decoder.decode(data, { stream: true })) });
+    const type = (text: string) => sandbox.pty.sendInput(terminal.pid, new TextEncoder().encode(text));
+    const output = (mark: string) =>
+      until(`"${mark}" in the terminal`, () => screen.includes(mark + "\r\n"), 30_000).catch((err: Error) => {
+        throw new Error(`${err.message}; the terminal showed ${JSON.stringify(screen)}`);
+      });
+    // $((...)) keeps the marks out of the echoed command lines: only the shell's answers match.
+    await type("echo ready-$((40+2))\n");
+    await output("ready-42");
+    await type("sleep 100; echo slept-$((2+2))\n");
+    await until("sleep to start", () => screen.includes("sleep 100; echo slept"), 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 500)); // let the shell hand the terminal to sleep
+    await type("\x03");
+    await type("echo status-$?\n");
+    await output("status-130"); // 128 + SIGINT: sleep was interrupted, and the shell took the next line
+    assert.ok(!screen.includes("slept-4"), "a ^C ends the whole command line, as in a terminal");
+
+    // A loop in the shell itself, and a ^C at an idle prompt (it just gives a fresh prompt).
+    await type("while true; do sleep 1; done\n");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await type("\x03");
+    await type("\x03");
+    await type("echo alive-$((3+4))\n");
+    await output("alive-7");
+
+    // Ctrl-Z stops a job, `fg` resumes it in the foreground, where Ctrl-C reaches it again;
+    // Ctrl-D at an empty prompt then ends the shell.
+    await type("sleep 200\n");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await type("\x1a");
+    await until("the job to stop", () => /Stopped\s+sleep 200/.test(screen), 30_000);
+    await type("fg\n");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await type("\x03");
+    await type("echo fg-status-$? jobs-$(jobs | wc -l)\n");
+    await output("fg-status-130 jobs-0");
+    await type("\x04");
+    const end = await terminal.wait();
+    assert.equal(end.exitCode, 0);
   });
 
   test("files: write and read text, bytes, a Blob and a stream", async () => {

@@ -159,11 +159,11 @@ describe("the e2b SDK against a real envd", () => {
     let screen = "";
     const terminal = await sandbox.pty.create({ cols: 80, rows: 24, onData: (d) => void (screen += Buffer.from(d).toString()) });
     await sandbox.pty.sendInput(terminal.pid, new TextEncoder().encode("stty size\n"));
-    for (let i = 0; i < 200 && !screen.includes("24 80"); i++) await sleep(20);
+    for (let i = 0; i < 1500 && !screen.includes("24 80"); i++) await sleep(20);
     assert.match(screen, /24 80/);
     await sandbox.pty.resize(terminal.pid, { cols: 100, rows: 30 });
     await sandbox.pty.sendInput(terminal.pid, new TextEncoder().encode("stty size\n"));
-    for (let i = 0; i < 200 && !screen.includes("30 100"); i++) await sleep(20);
+    for (let i = 0; i < 1500 && !screen.includes("30 100"); i++) await sleep(20);
     assert.match(screen, /30 100/);
     assert.equal(await sandbox.pty.kill(terminal.pid), true);
   });

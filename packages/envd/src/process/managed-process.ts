@@ -13,6 +13,14 @@ import { envdError, fromSystemError } from "../errors.js";
 import type { SandboxUser } from "../identity/users.js";
 import { EventQueue } from "./event-queue.js";
 import { describeExit, type ExitStatus } from "./exit-status.js";
+import {
+  echoOfControl,
+  foregroundGroup,
+  kernelSignalsTerminal,
+  mayHoldSignalCharacter,
+  readTerminalModes,
+  splitAtSignals,
+} from "./terminal-signals.js";
 
 /** A reader this far behind stops the process's output being read (its pipe fills, it blocks). */
 const HIGH_WATER_BYTES = 1 << 20;
@@ -33,6 +41,8 @@ export interface SpawnSpec {
 }
 
 type Source = { kind: "pipes"; child: ChildProcess } | { kind: "pty"; terminal: Pty.IPty };
+/** What node-pty's Unix terminal has besides its typed interface: the master's file descriptor. */
+type UnixTerminal = Pty.IPty & { fd?: number };
 
 let ptyModule: Promise<typeof Pty> | undefined;
 /** node-pty (a native add-on) is loaded on the first terminal: most sandboxes never open one, and envd's RSS is paid per sandbox. */
@@ -49,6 +59,10 @@ export class ManagedProcess {
   private readonly readers = new Set<EventQueue<ProcessEvent>>();
   private paused = false;
   private exit: ExitStatus | undefined;
+  /** Typed input, written in order (a signal character waits for a look at the terminal). */
+  private ptyInput: Promise<void> = Promise.resolve();
+  /** Whether the kernel turns this terminal's ^C into SIGINT itself; undefined until first asked. */
+  private kernelSignals: boolean | undefined;
   readonly finished: Promise<ExitStatus>;
 
   private constructor(spec: SpawnSpec, source: Source, pid: number) {
@@ -143,8 +157,35 @@ export class ManagedProcess {
 
   async writePty(data: Uint8Array): Promise<void> {
     if (this.source.kind !== "pty") throw envdError(`process ${this.pid} has no terminal`, Code.FailedPrecondition);
+    const terminal = this.source.terminal;
+    const write = () => this.typeInto(terminal, Buffer.from(data));
+    const done = this.ptyInput.then(write, write);
+    this.ptyInput = done.catch(() => undefined);
+    return done;
+  }
+
+  /** Writes typed input, playing the line discipline's part for signal characters where the kernel does not. */
+  private async typeInto(terminal: UnixTerminal, data: Buffer): Promise<void> {
     // node-pty writes Buffers as they are when it was opened with `encoding: null`.
-    this.source.terminal.write(Buffer.from(data) as unknown as string);
+    const write = (bytes: Buffer) => terminal.write(bytes as unknown as string);
+    if (!mayHoldSignalCharacter(data) || terminal.fd === undefined || this.exit) return write(data);
+    this.kernelSignals ??= await kernelSignalsTerminal(this.pid);
+    if (this.kernelSignals !== false) return write(data);
+    const modes = await readTerminalModes(terminal.fd);
+    if (!modes) return write(data);
+    for (const piece of splitAtSignals(data, modes)) {
+      if ("bytes" in piece) {
+        write(piece.bytes);
+        continue;
+      }
+      if (modes.echoControl) this.emitData("pty", Buffer.from(echoOfControl(piece.character)));
+      const group = await foregroundGroup(this.pid, modes);
+      try {
+        process.kill(-group, piece.signal);
+      } catch {
+        // the group ended meanwhile: nothing to interrupt
+      }
+    }
   }
 
   closeStdin(): void {
