@@ -4,8 +4,7 @@
 // fresh connection, when it can be: no body, or a small body of known length read whole first.
 // Larger or streamed bodies are never buffered; callers send them on a fresh connection instead,
 // so they never meet a connection the far end has closed.
-// Depends on node:http only, so the control plane's edge proxy keeps an identical copy of these
-// few lines (it does not depend on the host agent's package).
+// Used by both proxies: the edge proxy towards a host's port proxy, the port proxy towards a sandbox.
 import type { ClientRequest, IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 

@@ -9,11 +9,12 @@
 // are kept alive and reused by requests whose body is small enough to read whole first (64 KiB):
 // such a request is replayed once on a fresh connection if the reused one turns out closed by the
 // host; larger or streamed bodies go on a fresh connection and are never buffered.
-import http, { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { pipeline, type Duplex } from "node:stream";
 import type { FastifyServerFactory } from "fastify";
 import type { Logger } from "pino";
+import { forwardable, HOP_BY_HOP_HEADERS, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, watchReuse } from "@wrenn/http-relay";
 import type { AuthCache } from "../api/auth-cache.js";
 import type { Repositories } from "../db/repositories.js";
 import type { HostRegistry } from "../hosts/registry.js";
@@ -38,10 +39,6 @@ const HOST_NOT_FOUND_MAX_BYTES = 512;
  * closes one we are about to reuse.
  */
 const HOST_FREE_TIMEOUT_MS = 30_000;
-/** Bodies up to this size are read whole so the request can be replayed (Connect unary calls are far smaller). */
-const REPLAYABLE_BODY_MAX_BYTES = 64 * 1024;
-/** What a write to, or a read from, a connection the far end has closed fails with. */
-const DEAD_CONNECTION_CODES = new Set(["ECONNRESET", "EPIPE"]);
 
 export interface EdgeProxyOptions {
   /** Sandbox hosts are `<port>-<sandboxId>.<domain>`. */
@@ -55,100 +52,13 @@ export interface EdgeProxyOptions {
   locationTtlMs?: number;
 }
 
-// Connection-level headers (RFC 9110 §7.6.1) belong to one hop; `expect` is answered by this
-// server already; the routing headers are set afresh for the host's proxy.
-const NOT_FORWARDED = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "expect",
-  HOST_TOKEN_HEADER,
-  HOST_SANDBOX_ID_HEADER,
-  HOST_SANDBOX_PORT_HEADER,
-]);
-
-function forwardable(headers: IncomingHttpHeaders, keepUpgrade: boolean): OutgoingHttpHeaders {
-  const named = headers.connection ? new Set(headers.connection.toLowerCase().split(",").map((name) => name.trim())) : undefined;
-  const result: OutgoingHttpHeaders = {};
-  for (const name in headers) {
-    const value = headers[name];
-    if (value !== undefined && !NOT_FORWARDED.has(name) && !named?.has(name)) result[name] = value;
-  }
-  if (keepUpgrade) {
-    result.connection = "upgrade";
-    result.upgrade = headers.upgrade;
-  }
-  return result;
-}
-
-/** A raw HTTP/1.1 head, for sockets that left the HTTP server (upgrades). */
-function rawHead(status: number, statusMessage: string | undefined, rawHeaders: string[]): string {
-  let head = `HTTP/1.1 ${status} ${statusMessage || STATUS_CODES[status] || ""}\r\n`;
-  for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
-  return `${head}\r\n`;
-}
-
-function refuseOnResponse(req: IncomingMessage, res: ServerResponse, { status, body }: Refusal): void {
-  if (res.headersSent || res.destroyed) return;
-  const json = JSON.stringify(body);
-  // A request body left unread would be parsed as the next request: close the connection instead.
-  if (!req.complete) res.shouldKeepAlive = false;
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(json) });
-  res.end(json);
-}
-
-function refuseOnSocket(socket: Duplex, { status, body }: Refusal): void {
-  if (socket.destroyed || !socket.writable) return;
-  const json = JSON.stringify(body);
-  const headers = ["content-type", "application/json", "content-length", String(Buffer.byteLength(json)), "connection", "close"];
-  socket.end(rawHead(status, undefined, headers) + json);
-}
+// Beyond the hop-by-hop headers: the routing headers are set afresh for the host's proxy.
+const NOT_FORWARDED = new Set([...HOP_BY_HOP_HEADERS, HOST_TOKEN_HEADER, HOST_SANDBOX_ID_HEADER, HOST_SANDBOX_PORT_HEADER]);
 
 const badRoute = (message: string): Refusal => ({ status: 400, body: { code: 400, message } });
 
 function notRunning(sandboxId: string, why: string): Refusal {
   return { status: 502, body: { code: 502, message: `sandbox ${sandboxId} is not running: ${why}`, sandboxId } };
-}
-
-// The two functions below are the host agent's proxy/replay.ts, copied: the control plane does
-// not depend on the host agent's package. Change both together.
-
-/**
- * The request's whole body (empty when it has none) when it may be replayed, else undefined: the
- * body is then left unread, to be streamed. Rejects when the client goes away mid-body.
- */
-function readReplayableBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  if (req.headers["transfer-encoding"] !== undefined) return Promise.resolve(undefined);
-  const declared = req.headers["content-length"];
-  // HTTP/1.1: a request with neither a length nor chunking has no body.
-  if (declared === undefined || declared === "0") return Promise.resolve(Buffer.alloc(0));
-  const length = /^\d+$/.test(declared) ? Number(declared) : Infinity;
-  if (length > REPLAYABLE_BODY_MAX_BYTES) return Promise.resolve(undefined);
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.once("end", () => resolve(Buffer.concat(chunks)));
-    req.once("error", reject);
-    req.once("close", () => {
-      if (!req.complete) reject(Object.assign(new Error("the client went away mid-body"), { code: "ECONNRESET" }));
-    });
-  });
-}
-
-/** Whether an error `upstream` fails with means a reused connection the host had closed (nothing read on it for this request). */
-function watchReuse(upstream: http.ClientRequest): (err: NodeJS.ErrnoException) => boolean {
-  let socket: Socket | undefined;
-  let readBefore = 0;
-  upstream.once("socket", (assigned: Socket) => {
-    socket = assigned;
-    readBefore = assigned.bytesRead;
-  });
-  return (err) =>
-    upstream.reusedSocket && socket !== undefined && socket.bytesRead === readBefore && DEAD_CONNECTION_CODES.has(err.code ?? "");
 }
 
 export class EdgeProxy {
@@ -243,7 +153,7 @@ export class EdgeProxy {
       if (status === 404 && this.mayBeHostNotFound(upstreamRes)) return void this.answerNotFound(res, upstreamRes, route);
       // The host's proxy could not reach the port (or refused its token): look the sandbox up again next time.
       if (status === 502 || status === 401) this.locator.forget(route.sandboxId);
-      res.writeHead(status, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false));
+      res.writeHead(status, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false, NOT_FORWARDED));
       // A server stream (Connect, SSE) may send its headers long before its first message.
       res.flushHeaders();
       pipeline(upstreamRes, res, () => {});
@@ -295,7 +205,7 @@ export class EdgeProxy {
     // The sandbox (or the host's proxy) declined the upgrade: pass its answer on and close.
     upstream.on("response", (upstreamRes) => {
       if (upstreamRes.statusCode === 404 || upstreamRes.statusCode === 502) this.locator.forget(route.sandboxId);
-      const headers = forwardable(upstreamRes.headers, false);
+      const headers = forwardable(upstreamRes.headers, false, NOT_FORWARDED);
       const raw = Object.entries(headers).flatMap(([name, value]) =>
         (Array.isArray(value) ? value : [String(value)]).flatMap((v) => [name, v]),
       );
@@ -312,7 +222,7 @@ export class EdgeProxy {
   /** The request to the host's port proxy: the client's, minus the credentials the proxy consumed. */
   private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean, agent: http.Agent): http.ClientRequest {
     const { hostProxy, envdAccessToken } = admitted.sandbox;
-    const headers = forwardable(req.headers, upgrade);
+    const headers = forwardable(req.headers, upgrade, NOT_FORWARDED);
     // The team's API key never reaches a sandbox; neither do E2B's routing headers.
     delete headers[API_KEY_HEADER];
     delete headers[SANDBOX_ID_HEADER];
@@ -379,7 +289,7 @@ export class EdgeProxy {
       res.end(json);
       return;
     }
-    res.writeHead(404, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false));
+    res.writeHead(404, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false, NOT_FORWARDED));
     res.end(body);
   }
 }

@@ -4,18 +4,19 @@
 // Written on node:http rather than a proxy library: http-proxy is unmaintained since 2020,
 // http-proxy-3's current major needs Node 22, and @fastify/http-proxy needs a Fastify server; what
 // remains after routing, auth and E2B-shaped errors is two pipes and an upgrade handshake.
-// Bodies stream both ways with backpressure (only a small body is read whole first, so that it can be
-// replayed: replay.ts), and a streaming response is forwarded chunk by chunk as it arrives.
+// Bodies stream both ways with backpressure (only a small body is read whole first, so that it can
+// be replayed: @wrenn/http-relay's replay.ts), and a streaming response is forwarded chunk by chunk
+// as it arrives.
 // Connections to sandbox ports are kept alive per sandbox (connections.ts): a fresh TCP connect
 // into gVisor's netstack costs milliseconds on every call otherwise.
 import { createHash, timingSafeEqual } from "node:crypto";
-import http, { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
+import { forwardable, HOP_BY_HOP_HEADERS, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, watchReuse, type Refusal } from "@wrenn/http-relay";
 import { logger } from "../logging/logger.js";
 import { SandboxConnections } from "./connections.js";
-import { readReplayableBody, watchReuse } from "./replay.js";
 import { InvalidRouteError, routeOf, type ProxyRoute } from "./route.js";
 
 const log = logger.child({ component: "port-proxy" });
@@ -55,37 +56,8 @@ interface Target extends ProxyRoute {
   address: string;
 }
 
-interface Refusal {
-  status: number;
-  body: Record<string, unknown>;
-}
-
-// Connection-level headers (RFC 9110 §7.6.1) belong to one hop; `expect` is answered by this
-// server already, and the host token must never reach the sandbox.
-const NOT_FORWARDED = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "expect",
-  HOST_TOKEN_HEADER,
-]);
-
-function forwardable(headers: IncomingHttpHeaders, keepUpgrade: boolean): IncomingHttpHeaders {
-  const named = new Set((headers.connection ?? "").toLowerCase().split(",").map((name) => name.trim()));
-  const result: IncomingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (!NOT_FORWARDED.has(name) && !named.has(name) && value !== undefined) result[name] = value;
-  }
-  if (keepUpgrade) {
-    result.connection = "upgrade";
-    result.upgrade = headers.upgrade;
-  }
-  return result;
-}
+// Beyond the hop-by-hop headers: the host token must never reach the sandbox.
+const NOT_FORWARDED = new Set([...HOP_BY_HOP_HEADERS, HOST_TOKEN_HEADER]);
 
 function tokenMatches(given: string | string[] | undefined, expected: string): boolean {
   if (typeof given !== "string") return false;
@@ -101,28 +73,6 @@ function unreachable(target: Target, err: NodeJS.ErrnoException): Refusal {
       ? "The sandbox is running but port is not open" // E2B's own wording, which its tests match
       : `cannot reach port ${target.port} of sandbox ${target.sandboxId}: ${err.message}`;
   return { status: 502, body: { code: 502, message, sandboxId: target.sandboxId, port: target.port } };
-}
-
-/** A raw HTTP/1.1 head, for sockets that left the HTTP server (upgrades). */
-function rawHead(status: number, statusMessage: string | undefined, rawHeaders: string[]): string {
-  let head = `HTTP/1.1 ${status} ${statusMessage || STATUS_CODES[status] || ""}\r\n`;
-  for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
-  return `${head}\r\n`;
-}
-
-function refuseOnSocket(socket: Duplex, { status, body }: Refusal): void {
-  const json = JSON.stringify(body);
-  const headers = ["content-type", "application/json", "content-length", String(Buffer.byteLength(json)), "connection", "close"];
-  socket.end(rawHead(status, undefined, headers) + json);
-}
-
-function refuseOnResponse(req: IncomingMessage, res: ServerResponse, { status, body }: Refusal): void {
-  if (res.headersSent || res.destroyed) return;
-  const json = JSON.stringify(body);
-  // A request body left unread would be parsed as the next request: close the connection instead.
-  if (!req.complete) res.shouldKeepAlive = false;
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(json) });
-  res.end(json);
 }
 
 export async function startPortProxy(options: PortProxyOptions): Promise<PortProxy> {
@@ -162,7 +112,7 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
       port: target.port,
       method: req.method,
       path: req.url,
-      headers: forwardable(req.headers, upgrade),
+      headers: forwardable(req.headers, upgrade, NOT_FORWARDED),
       agent,
     });
     upstream.on("socket", (socket: Socket) => {
@@ -191,7 +141,7 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
     let responded = false;
     upstream.on("response", (upstreamRes) => {
       responded = true;
-      const headers = forwardable(upstreamRes.headers, false);
+      const headers = forwardable(upstreamRes.headers, false, NOT_FORWARDED);
       res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage || undefined, headers);
       // A server stream (Connect, SSE) may send its headers long before its first message.
       res.flushHeaders();
@@ -254,7 +204,7 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
     });
     // The sandbox declined the upgrade: pass its answer on and close.
     upstream.on("response", (upstreamRes) => {
-      const headers = forwardable(upstreamRes.headers, false);
+      const headers = forwardable(upstreamRes.headers, false, NOT_FORWARDED);
       const raw = Object.entries(headers).flatMap(([name, value]) =>
         (Array.isArray(value) ? value : [String(value)]).flatMap((v) => [name, v]),
       );
@@ -262,7 +212,6 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
       pipeline(upstreamRes, socket, () => {});
     });
     upstream.on("error", (err: NodeJS.ErrnoException) => {
-      if (socket.destroyed || !socket.writable) return;
       refuseOnSocket(socket, unreachable(target, err));
     });
     upstream.end();
