@@ -332,11 +332,13 @@ export class SandboxService {
   /**
    * Thaws a paused sandbox, optionally with a new timeout. A running one gets the timeout, and its
    * host is asked too, in case it paused the sandbox itself and the reconciler has not seen it yet
-   * (what E2B's connect does: afterwards the sandbox runs).
+   * (what E2B's connect does: afterwards the sandbox runs). `timeoutSec` may be decided from the
+   * sandbox as it was found (it may also throw, e.g. a caller's own not-found).
    */
-  async resume(teamId: string, sandboxId: string, options: { timeoutSec?: number } = {}): Promise<Sandbox> {
-    const timeoutSec = options.timeoutSec === undefined ? undefined : nonNegativeInteger(options.timeoutSec, "timeoutSec");
+  async resume(teamId: string, sandboxId: string, options: { timeoutSec?: number | ((found: Sandbox) => number | undefined) } = {}): Promise<Sandbox> {
     const sandbox = await this.get(teamId, sandboxId);
+    const chosen = typeof options.timeoutSec === "function" ? options.timeoutSec(sandbox) : options.timeoutSec;
+    const timeoutSec = chosen === undefined ? undefined : nonNegativeInteger(chosen, "timeoutSec");
     requireStatus(sandbox, ["running", "paused"]);
     const { host, client } = await this.connect(sandbox);
     try {

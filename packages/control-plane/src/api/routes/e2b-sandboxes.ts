@@ -92,12 +92,17 @@ export const e2bSandboxRoutes: RouteModule = async (app, { deps, rateLimiters })
   const connect = async (request: FastifyRequest, reply: FastifyReply, id: string, timeout: number | undefined, defaultTimeoutSec: number) => {
     const { teamId } = request.auth;
     request.auditResource = { type: "sandbox", id };
-    const service = sandboxes();
-    const before = await liveSandbox(service, teamId, id);
     const requested = timeout ?? defaultTimeoutSec;
-    const timeoutSec = before.status === "paused" ? requested : before.timeoutSec === 0 ? 0 : Math.max(before.timeoutSec, requested);
-    const after = await service.resume(teamId, id, { timeoutSec });
-    return reply.code(before.status === "paused" ? 201 : 200).send(toE2bSandbox(after, domain));
+    let wasPaused = false;
+    // One read of the sandbox: the timeout is decided from it inside the resume.
+    const after = await sandboxes().resume(teamId, id, {
+      timeoutSec: (before) => {
+        if (isGone(before)) throw notFound("sandbox", id);
+        wasPaused = before.status === "paused";
+        return wasPaused ? requested : before.timeoutSec === 0 ? 0 : Math.max(before.timeoutSec, requested);
+      },
+    });
+    return reply.code(wasPaused ? 201 : 200).send(toE2bSandbox(after, domain));
   };
   const connectSchema = (operationId: string, body: z.ZodType<{ timeout?: number } | undefined>) => ({
     config: { auditAction: "sandbox.connect" },
