@@ -64,7 +64,11 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest
       // Whichever process holds the slot at close: a test may have restarted the agent.
       undo.push(() => removeAgent(agents[index]!));
     }
-    const orchestration = createOrchestration({ db: database.db, secretKey: randomBytes(32), logger, heartbeatIntervalMs: 1000, reconcileIntervalMs: 1000 });
+    // Heartbeats every 3 s, so each waits up to 3 s for its answer (the registry's timeout is the
+    // interval, at most 3 s, as in production). At 1 s, a control plane or agent stalled for a
+    // second on a busy machine (another test file beside this one) missed a beat, and a missed beat
+    // drops the host's connection with every call in flight on it (a create then fails with 503).
+    const orchestration = createOrchestration({ db: database.db, secretKey: randomBytes(32), logger, heartbeatIntervalMs: 3000, reconcileIntervalMs: 1000 });
     undo.push(() => orchestration.stop());
     for (const agent of agents) await orchestration.hosts.addLocalHost(agent.address, agent.agent.token);
     orchestration.start();

@@ -8,7 +8,7 @@ import { skipAgent, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const AGENT = { pool: "10.245.1.0/24", table: "wrenn_h1_logs_api" };
+const AGENT = { pool: "10.245.2.0/24", table: "wrenn_h1_logs_api" }; // 10.245.1.0/24 is e2b-rest.test.ts's
 
 describe("sandbox logs over HTTP", { skip: skipAgent }, () => {
   let stack: ApiUnderTest;

@@ -238,7 +238,7 @@ describe("templates and hosts through the API", { skip: skipAgent }, () => {
 
     const child = agentB.agent.child;
     assert.equal((await call("DELETE", `/v1/hosts/${hostB}`, keys.admin)).status, 204);
-    await waitFor("the deleted host's agent to exit", async () => child.exitCode !== null || child.signalCode !== null, 15_000);
+    await waitFor("the deleted host's agent to exit", async () => child.exitCode !== null || child.signalCode !== null, 60_000);
     assert.equal((await call("GET", `/v1/hosts/${hostB}`, keys.admin)).status, 404);
     assert.ok(!(await call("GET", "/v1/hosts", keys.admin)).body.some((h: Json) => h.id === hostB));
   });

@@ -23,9 +23,9 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 
 const POOL = "10.244.8.0/22";
 const TABLE = "wrenn_h3_up";
-/** The first run builds the base template (mmdebstrap) and boots the agent's warm pool. */
-const FIRST_START_MS = 240_000;
-const START_MS = 90_000;
+/** The first run builds the base template (mmdebstrap) and boots the agent's warm pool. Generous: another test file may be running beside this one. */
+const FIRST_START_MS = 400_000;
+const START_MS = 180_000;
 const STOP_MS = 60_000;
 
 const skip = skipAgent || (!commandRuns("make") ? "needs make" : !commandRuns("mmdebstrap") ? "needs mmdebstrap (make system-deps)" : false);
@@ -197,7 +197,7 @@ describe("make up", { skip }, () => {
     // tsx's esbuild service exits when its parent's pipe closes, a moment after the parent.
     const isHelper = (p: { args: string }) => p.args.includes("/esbuild --service");
     assert.deepEqual(running().filter((p) => !isHelper(p)), [], "the launcher, the agent and the control plane are gone");
-    await waitFor("their helper processes to exit", async () => running().length === 0, 10_000);
+    await waitFor("their helper processes to exit", async () => running().length === 0, 30_000);
     assert.deepEqual(await usingDataDir(), [], "nothing else of the stack is left running");
   }
 
@@ -227,7 +227,7 @@ describe("make up", { skip }, () => {
     assert.deepEqual(leftovers, [], "no process of the stack outlives the test");
   });
 
-  test("builds the base template, serves the API with an admin key, stops on Ctrl-C and takes its sandbox back on the next run", { timeout: 300_000 }, async () => {
+  test("builds the base template, serves the API with an admin key, stops on Ctrl-C and takes its sandbox back on the next run", { timeout: 600_000 }, async () => {
     // First run: everything is made.
     const first = makeUp();
     const { url, key } = await ready(first, FIRST_START_MS);

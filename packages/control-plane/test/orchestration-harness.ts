@@ -93,7 +93,7 @@ export async function removeAgent(managed: ManagedAgent): Promise<void> {
 }
 
 /** Polls `check` until it returns a value other than undefined/false. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

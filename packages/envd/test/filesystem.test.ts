@@ -67,7 +67,7 @@ class WatchStream {
     return this.messages.flatMap((m) => (m.event.case === "filesystem" ? [m.event.value] : []));
   }
 
-  waitFor(type: EventType, name: string, timeoutMs = 5000): Promise<FilesystemEvent> {
+  waitFor(type: EventType, name: string, timeoutMs = 15_000): Promise<FilesystemEvent> {
     return eventually(
       () => this.events().find((e) => e.type === type && e.name === name),
       () => `${EventType[type]} ${name}; got [${this.events().map(eventLabel).join(", ")}]`,
@@ -510,7 +510,7 @@ describe("filesystem service", () => {
       const dir = await scratch("watch-keepalive");
       const stream = await WatchStream.open(fs, { path: dir }, { "keepalive-ping-interval": "1" });
       try {
-        await eventually(() => stream.messages.some((m) => m.event.case === "keepalive"), "a keepalive", 4000);
+        await eventually(() => stream.messages.some((m) => m.event.case === "keepalive"), "a keepalive", 8000); // asked for 1 s; the default is far longer
       } finally {
         await stream.cancel();
       }

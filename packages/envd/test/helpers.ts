@@ -25,7 +25,7 @@ export async function expectCode(promise: Promise<unknown>, code: Code): Promise
 export async function eventually<T>(
   check: () => T | undefined | false | Promise<T | undefined | false>,
   what: string | (() => string | Promise<string>),
-  timeoutMs = 5000,
+  timeoutMs = 15_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -20,7 +20,7 @@ test("a failing command throws an error with its command line, exit code and std
 test("a command that outlives its timeout is killed and reported", async () => {
   const started = Date.now();
   await assert.rejects(runCommand("sleep", ["10"], { timeoutMs: 200 }), /timed out after 200 ms/);
-  assert.ok(Date.now() - started < 2000);
+  assert.ok(Date.now() - started < 5000); // well short of the 10 s sleep, with room for a busy machine
 });
 
 test("a missing program is an error, not a crash", async () => {

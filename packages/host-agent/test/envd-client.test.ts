@@ -150,7 +150,7 @@ describe("EnvdClient against a real envd", () => {
     const started = performance.now();
     const result = await client.exec({ cmd: "/bin/sh", args: ["-c", "echo $$; exec sleep 30"], timeoutMs: 300 });
     const elapsed = performance.now() - started;
-    assert.ok(elapsed >= 300 && elapsed < 1000, `returned after ${Math.round(elapsed)} ms`);
+    assert.ok(elapsed >= 300 && elapsed < 2500, `returned after ${Math.round(elapsed)} ms`);
     assert.equal(result.exitCode, -1);
     assert.equal(result.error, "timeout after 300 ms");
     const pid = Number(text(result.stdout).trim());
@@ -199,7 +199,7 @@ describe("EnvdClient against a real envd", () => {
       }
       assert.notEqual(event.type, "end");
     }
-    assert.ok(performance.now() - started < 5000);
+    assert.ok(performance.now() - started < 10_000);
     await assertGone(pid);
   });
 
@@ -411,7 +411,7 @@ describe("EnvdClient.waitUntilReady", () => {
       assert.ok(error instanceof EnvdUnavailableError, String(error));
       assert.equal(error.code, Code.Unavailable);
       assert.match(error.message, /ECONNREFUSED|refused/);
-      assert.ok(elapsed >= 290 && elapsed < 500, `gave up after ${Math.round(elapsed)} ms`);
+      assert.ok(elapsed >= 290 && elapsed < 1000, `gave up after ${Math.round(elapsed)} ms`);
     } finally {
       client.close();
     }
@@ -435,7 +435,7 @@ describe("EnvdClient.waitUntilReady", () => {
       assert.ok(error instanceof EnvdUnavailableError, String(error));
       assert.match(error.message, /no connection within/);
       assert.match(error.message, /\((?:[3-9]|\d\d+) attempts/, "each hung connection was given up for a fresh one");
-      assert.ok(elapsed < 1200, `gave up after ${Math.round(elapsed)} ms`);
+      assert.ok(elapsed < 2000, `gave up after ${Math.round(elapsed)} ms`);
     } finally {
       for (const socket of fillers) socket.destroy();
       client.close();
@@ -451,7 +451,7 @@ describe("EnvdClient.waitUntilReady", () => {
     try {
       const started = performance.now();
       await assert.rejects(client.waitUntilReady({ timeoutMs: 400 }), EnvdUnavailableError);
-      assert.ok(performance.now() - started < 600, `gave up after ${Math.round(performance.now() - started)} ms`);
+      assert.ok(performance.now() - started < 1200, `gave up after ${Math.round(performance.now() - started)} ms`);
       assert.equal(await client.health(100), false);
     } finally {
       client.close();

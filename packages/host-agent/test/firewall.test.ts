@@ -11,7 +11,7 @@ import { ALL_TRAFFIC, EgressResolver, parseEgressRules } from "../src/sandbox/ne
 import { Firewall } from "../src/sandbox/network/firewall.js";
 import { createNetwork, type SandboxNetwork } from "../src/sandbox/network/namespace.js";
 import { SlotAllocator } from "../src/sandbox/network/slots.js";
-import { TEST_POOL, TEST_PREFIX, TEST_TABLE, assertRoutedVia, createFakeHost, leftovers, listen, networkTestSkip, probe } from "./network-fixtures.js";
+import { FIREWALL_TEST_POOL, TEST_PREFIX, TEST_TABLE, assertRoutedVia, createFakeHost, leftovers, listen, networkTestSkip, probe } from "./network-fixtures.js";
 
 const skip = await networkTestSkip();
 
@@ -21,7 +21,7 @@ const PORT = 8080;
 
 describe("the sandbox firewall", { skip }, () => {
   const fixtures = new Cleanup();
-  const pool = new SlotAllocator(TEST_POOL);
+  const pool = new SlotAllocator(FIREWALL_TEST_POOL);
   /** What the fake resolver answers, per domain. */
   const dnsAnswers = new Map<string, string[] | Error>();
   const resolver = new EgressResolver({
@@ -129,7 +129,7 @@ describe("the sandbox firewall", { skip }, () => {
   test("a sandbox cannot reach another sandbox, even when its allowOut names it", () =>
     withSandboxes(async (cleanup) => {
       const b = await sandbox("b", cleanup);
-      const a = await sandbox("a", cleanup, [TEST_POOL, b.sandboxAddress]);
+      const a = await sandbox("a", cleanup, [FIREWALL_TEST_POOL, b.sandboxAddress]);
       await listen(b.namespace, "tcp", PORT, cleanup);
       // Control: without the firewall, the host routes one namespace's traffic to the other.
       const u = await sandbox("u", cleanup, [], [], false);

@@ -116,8 +116,10 @@ test("on cgroup v2, usage is usage_usec and memory.current minus inactive_file",
 
 test("the sampler never throws: an unreadable cgroup or a failing disk probe is logged and skipped", async () => {
   const sampler = new MetricsSampler({ intervalMs: 20 });
-  // A file where a directory is expected: a read error that is not "cgroup gone".
-  sampler.track("broken", { cgroupPath: "/cpuacct.usage", diskBytes: async () => 1 });
+  // A file where a directory is expected: a read error that is not "cgroup gone". cgroup.procs is
+  // a file at the root of every hierarchy (v1 and v2), so every read fails with ENOTDIR; a name
+  // only one v1 hierarchy has (cpuacct.usage) let an ENOENT from another win the race, read as "gone".
+  sampler.track("broken", { cgroupPath: "/cgroup.procs", diskBytes: async () => 1 });
   sampler.track("gone", { cgroupPath: `/wrenn-absent-${process.pid}`, diskBytes: () => Promise.reject(new Error("du failed")) });
   await sampler.sampleNow();
   assert.deepEqual(sampler.metrics("broken")!.points("10m"), []);
@@ -129,7 +131,7 @@ test("the sampler never throws: an unreadable cgroup or a failing disk probe is 
   sampler.untrack("broken");
   sampler.track("gone", { cgroupPath: `/wrenn-absent-${process.pid}`, diskBytes: async () => 0 });
   sampler.start();
-  await sleep(150);
+  await sleep(400); // ~20 intervals: at least 3 samples even on a machine busy with other test files
   sampler.stop();
   const count = sampler.metrics("gone")!.points("10m").length;
   assert.ok(count >= 3, `the timer sampled ${count} times`);
@@ -154,6 +156,10 @@ async function createCgroup(t: { after: (fn: () => Promise<void>) => void }) {
       : ["cpu", "cpuacct", "memory", "pids"].map((controller) => join(layout.root, controller, name));
   if (layout.version === "v2") await writeFile(join(layout.root, "cgroup.subtree_control"), "+cpu +memory");
   for (const dir of dirs) await mkdir(dir);
+  // The highest CPU weight: another test file running beside this one must not starve the busy
+  // process below the share the CPU test expects of it.
+  if (layout.version === "v2") await writeFile(join(dirs[0]!, "cpu.weight"), "10000");
+  else await writeFile(join(layout.root, "cpu", name, "cpu.shares"), "262144");
   const children: ChildProcess[] = [];
   const remove = async () => {
     for (const child of children) {

@@ -12,6 +12,8 @@ import { deleteLink, deleteNamespace, listNamespaces } from "../src/sandbox/netw
 /** Prefix of every sandbox id, namespace and interface a test run creates, so concurrent runs never collide. */
 export const TEST_PREFIX = `nt${process.pid}`;
 export const TEST_POOL = "10.210.0.0/24";
+/** firewall.test.ts's pool: network.test.ts builds networks in TEST_POOL, and the two files may run at once. */
+export const FIREWALL_TEST_POOL = "10.210.1.0/24";
 export const TEST_TABLE = `wrenn_t${process.pid}`;
 
 const TIMEOUT_MS = 10_000;

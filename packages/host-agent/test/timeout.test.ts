@@ -32,7 +32,7 @@ async function recordsWithId(agent: AgentUnderTest, sandboxId: string): Promise<
 }
 
 /** Lists until `done` holds for what the drained lists added up to; returns that sum. */
-async function listUntil(agent: AgentUnderTest, what: string, done: (seen: { exited: Map<string, string>; autoPaused: Set<string>; last: ListSandboxesResponse }) => boolean, timeoutMs = 20_000) {
+async function listUntil(agent: AgentUnderTest, what: string, done: (seen: { exited: Map<string, string>; autoPaused: Set<string>; last: ListSandboxesResponse }) => boolean, timeoutMs = 60_000) {
   const exited = new Map<string, string>();
   const autoPaused = new Set<string>();
   const deadline = Date.now() + timeoutMs;
