@@ -127,6 +127,27 @@ describe("the create and exec paths", { skip: skipAgent }, () => {
     assert.equal((await cp.repos.sandboxes.get(sandbox.id))?.status, "stopped");
   });
 
+  test("a heartbeat that times out while the host is slow does not cut the create it is working on", async () => {
+    const { sandboxes, hosts } = cp.orchestration;
+    const marker = `slow-${Date.now()}`;
+    const creating = sandboxes.create(team.id, { template: TEST_TEMPLATE, timeoutSec: 0, metadata: { marker } });
+    await waitFor("the row of the create", async () => (await sandboxes.list(team.id, { metadata: { marker } })).sandboxes[0]?.id, 30_000);
+    // The agent stops answering for longer than a heartbeat waits (3 s), then carries on.
+    const pid = managed.agent.child.pid!;
+    process.kill(pid, "SIGSTOP");
+    try {
+      await hosts.heartbeat();
+      assert.equal((await hosts.list()).find((host) => host.id === hostId)?.missedHeartbeats, 1);
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    const created = await creating;
+    assert.equal(created.status, "running");
+    assert.equal(text((await sandboxes.exec(team.id, created.id, { cmd: "/bin/echo", args: ["still"] })).stdout), "still\n");
+    await hosts.heartbeat();
+    await sandboxes.destroy(team.id, created.id);
+  });
+
   test("the reconciler settles a `starting` row no create works on any more by what the host says", async () => {
     const { reconciler } = cp.orchestration;
     const row = (id: string) => ({

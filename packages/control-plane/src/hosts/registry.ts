@@ -318,10 +318,12 @@ export class HostRegistry {
   private async missed(host: Host, err: unknown): Promise<void> {
     const misses = (this.misses.get(host.id) ?? 0) + 1;
     this.misses.set(host.id, misses);
-    // A fresh connection next time: the old one may be to a dead process.
-    this.clients.forget(host.id);
     this.log.warn({ hostId: host.id, misses, err: agentError(err, host.id).message }, "host missed a heartbeat");
     if (misses < this.unhealthyAfterMisses) return;
+    // A fresh connection from now on: the old one may be to a dead process. Not at the first miss:
+    // dropping the connection aborts every call on it, and a host that is only slow for a moment
+    // (a heartbeat timing out under load) would fail the creates and execs it is working on.
+    this.clients.forget(host.id);
     if (host.status === "ready" && (await this.repos.hosts.transition(host.id, { from: ["ready"], to: "unhealthy" }))) {
       this.log.warn({ hostId: host.id, misses }, "host unhealthy");
     }
