@@ -183,6 +183,14 @@ for (const backend of backends) {
       assert.deepEqual(await repos.sandboxes.get(sandbox.id), winners[0]);
     });
 
+    test("a sandbox keeps its traffic access token; one written without it has none (as rows from before migration 0007)", async () => {
+      const team = await newTeam();
+      const token = randomBytes(24).toString("hex");
+      const withToken = await newSandbox(team.id, { trafficAccessToken: token });
+      assert.equal((await repos.sandboxes.get(withToken.id))?.trafficAccessToken, token);
+      assert.equal((await newSandbox(team.id)).trafficAccessToken, null);
+    });
+
     test("list filters by team, status and metadata", async () => {
       const team = await newTeam();
       const other = await newTeam();

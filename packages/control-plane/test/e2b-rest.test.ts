@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { eq } from "drizzle-orm";
-import { AuthenticationError, NotFoundError, Sandbox, SandboxNotFoundError, Template, type SandboxOpts } from "e2b";
+import { AuthenticationError, NotFoundError, Sandbox, SandboxError, SandboxNotFoundError, Template, type SandboxOpts } from "e2b";
 import { E2B_KEY_PATTERN, e2bKeyFor } from "../src/db/api-keys.js";
 import { apiKeys } from "../src/db/schema.js";
 import { startApi, type ApiTeam, type ApiUnderTest } from "./api-harness.js";
@@ -46,9 +46,16 @@ for (const run of RUNS) describe(`the e2b SDK's REST calls against Wrenn on ${ru
   test("a sandbox lives through Sandbox.create → getInfo → setTimeout → getMetrics → pause → connect → kill", async () => {
     const { teamA } = stack;
     const suite = randomBytes(4).toString("hex");
-    const sandbox = await Sandbox.create(TEST_TEMPLATE, { ...sdk(teamA), timeoutMs: 120_000, metadata: { suite, step: "lifecycle" }, envs: { GREETING: "hello from e2b" } });
+    const sandbox = await Sandbox.create(TEST_TEMPLATE, {
+      ...sdk(teamA),
+      timeoutMs: 120_000,
+      metadata: { suite, step: "lifecycle" },
+      envs: { GREETING: "hello from e2b" },
+      network: { allowPublicTraffic: false }, // E2B's restricted ports: what Wrenn always does
+    });
     const id = sandbox.sandboxId;
     assert.match(id, /^[a-z0-9]+$/);
+    assert.equal(typeof sandbox.trafficAccessToken, "string", "the token for the sandbox's ports (e2b-traffic-access-token)");
 
     const info = await sandbox.getInfo();
     assert.equal(info.sandboxId, id);
@@ -59,6 +66,7 @@ for (const run of RUNS) describe(`the e2b SDK's REST calls against Wrenn on ${ru
     assert.equal(info.memoryMB, 512);
     assert.match(info.envdVersion, /^\d+\.\d+\.\d+/);
     assert.equal(info.sandboxDomain, "localhost", "the edge proxy's domain (WRENN_DOMAIN, default localhost)");
+    assert.equal(info.network?.allowPublicTraffic, false, "a sandbox's ports always want credentials");
     assert.equal(sandbox.getHost(3000), `3000-${id}.localhost`, "never the SDK's own e2b.app");
     const lifetime = info.endAt.getTime() - info.startedAt.getTime();
     assert.ok(Math.abs(lifetime - 120_000) < 1000, `endAt: started + timeout, got ${lifetime} ms`);
@@ -85,6 +93,7 @@ for (const run of RUNS) describe(`the e2b SDK's REST calls against Wrenn on ${ru
 
     const resumed = await Sandbox.connect(id, { ...sdk(teamA), timeoutMs: 300_000 });
     assert.equal(resumed.sandboxId, id);
+    assert.equal(resumed.trafficAccessToken, sandbox.trafficAccessToken, "connect hands out the same traffic token");
     assert.equal((await resumed.getInfo()).state, "running");
     assert.equal(await shell(teamA, id, "echo alive"), "alive\n", "connect resumed it");
     assert.equal((await json(await stack.call(teamA, "GET", `/v1/sandboxes/${id}`))).timeoutSec, 300);
@@ -187,19 +196,37 @@ for (const run of RUNS) describe(`the e2b SDK's REST calls against Wrenn on ${ru
     await sandbox.kill();
   });
 
+  test("network.allowPublicTraffic: true is refused with a 400 that says how to reach the ports, and no sandbox is made", async () => {
+    const { teamA } = stack;
+    const suite = randomBytes(4).toString("hex");
+    await assert.rejects(
+      Sandbox.create(TEST_TEMPLATE, { ...sdk(teamA), metadata: { suite }, network: { allowPublicTraffic: true } }),
+      (err: unknown) => {
+        assert.ok(err instanceof SandboxError, String(err));
+        assert.equal((err as SandboxError & { statusCode?: number }).statusCode, 400);
+        assert.match(err.message, /never serves a sandbox's ports without credentials; send the e2b-traffic-access-token header with sandbox\.trafficAccessToken/);
+        return true;
+      },
+    );
+    assert.deepEqual(await Sandbox.list({ ...sdk(teamA), query: { metadata: { suite } } }).nextItems(), []);
+  });
+
   test("the deprecated paths older SDKs call answer in E2B's shapes", async () => {
     const { teamA } = stack;
     // What e2b 2.45 sends (recorded wire request).
     const created = await stack.call(teamA, "POST", "/sandboxes", { templateID: TEST_TEMPLATE, metadata: { k: "v" }, timeout: 300, secure: true, allow_internet_access: true });
     const sandbox = await json(created);
     assert.equal(created.status, 201, JSON.stringify(sandbox));
-    for (const field of ["sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken"]) assert.equal(typeof sandbox[field], "string", field);
+    for (const field of ["sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "trafficAccessToken"]) assert.equal(typeof sandbox[field], "string", field);
+    assert.notEqual(sandbox.trafficAccessToken, sandbox.envdAccessToken, "the traffic token is not envd's");
     assert.equal(sandbox.templateID, TEST_TEMPLATE);
     const id = sandbox.sandboxID as string;
 
     const connected = await stack.call(teamA, "POST", `/sandboxes/${id}/connect`, { timeout: 60 });
     assert.equal(connected.status, 200, "already running: 200");
-    assert.equal((await json(connected)).envdAccessToken, sandbox.envdAccessToken, "connect hands out the same envd token");
+    const connectedBody = await json(connected);
+    assert.equal(connectedBody.envdAccessToken, sandbox.envdAccessToken, "connect hands out the same envd token");
+    assert.equal(connectedBody.trafficAccessToken, sandbox.trafficAccessToken, "and the same traffic token");
     assert.equal((await stack.call(teamA, "POST", `/sandboxes/${id}/resume`, { timeout: 60 })).status, 409, "resuming a running sandbox");
     assert.equal((await stack.call(teamA, "POST", `/sandboxes/${id}/refreshes`, { duration: 30 })).status, 204);
     assert.equal((await stack.call(teamA, "POST", `/sandboxes/${id}/pause`, {})).status, 204);

@@ -371,6 +371,14 @@ describe("the e2b SDK's envd calls against Wrenn (commands, PTY, files, getHost)
         return answer.status === 200 ? answer : undefined;
       });
       assert.equal(reply.body, "served from the sandbox\n");
+      // ...or the sandbox's traffic access token, as E2B's restricted ports want (allowPublicTraffic: false).
+      assert.equal(typeof sandbox.trafficAccessToken, "string");
+      const byTrafficToken = await requestByHostName(`http://${host}:${apiPort}/index.html`, {
+        headers: { "e2b-traffic-access-token": sandbox.trafficAccessToken! },
+      });
+      assert.deepEqual([byTrafficToken.status, byTrafficToken.body], [200, "served from the sandbox\n"]);
+      const anonymous = await requestByHostName(`http://${host}:${apiPort}/index.html`);
+      assert.equal(anonymous.status, 401, anonymous.body);
     } finally {
       await server.kill();
     }

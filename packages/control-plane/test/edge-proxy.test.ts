@@ -87,9 +87,10 @@ interface Reply {
 describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
   let stack: ApiUnderTest;
   let port: number;
-  /** A running sandbox of team A, and its envd access token. */
+  /** A running sandbox of team A, its envd access token and its traffic access token. */
   let sandboxId: string;
   let accessToken: string;
+  let trafficToken: string;
 
   /** One request to the API's port, with a Host of our choosing (fetch will not set one). */
   function send(options: { method?: string; path?: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Reply> {
@@ -110,11 +111,11 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
   const byHeaders = (id: string, sandboxPort: number | string) => ({ "e2b-sandbox-id": id, "e2b-sandbox-port": String(sandboxPort) });
   const keyOf = (team: ApiTeam) => ({ "x-api-key": team.key });
 
-  async function createSandbox(team: ApiTeam): Promise<{ id: string; envdAccessToken: string }> {
+  async function createSandbox(team: ApiTeam): Promise<{ id: string; envdAccessToken: string; trafficAccessToken: string }> {
     const response = await stack.call(team, "POST", "/v1/sandboxes", { template: TEST_TEMPLATE, timeoutSec: 0 });
     const created = (await response.json()) as Json;
     assert.equal(response.status, 201, JSON.stringify(created));
-    return { id: created.id, envdAccessToken: created.envdAccessToken };
+    return { id: created.id, envdAccessToken: created.envdAccessToken, trafficAccessToken: created.trafficAccessToken };
   }
 
   /** A Connect server-stream request body: one envelope (flags 0, big-endian length, JSON). */
@@ -207,7 +208,7 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
   before(async () => {
     stack = await startApi({ database: "pglite", agents: [AGENT] });
     port = Number(new URL(stack.url).port);
-    ({ id: sandboxId, envdAccessToken: accessToken } = await createSandbox(stack.teamA));
+    ({ id: sandboxId, envdAccessToken: accessToken, trafficAccessToken: trafficToken } = await createSandbox(stack.teamA));
     // The echo server, uploaded through the proxy, started in the background inside the sandbox.
     const upload = await send({
       method: "POST",
@@ -367,6 +368,9 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
       ["an invalid API key", { ...byHeaders(sandboxId, ECHO_PORT), "x-api-key": "wrn_not-a-key" }, 401, undefined],
       ["another team's key", { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(teamB) }, 404, notFound(sandboxId)],
       ["a wrong access token", { ...byHeaders(sandboxId, ECHO_PORT), "x-access-token": "not-the-token" }, 404, notFound(sandboxId)],
+      ["a wrong traffic token", { ...byHeaders(sandboxId, ECHO_PORT), "e2b-traffic-access-token": "not-the-token" }, 404, notFound(sandboxId)],
+      ["a wrong traffic token, by host", { ...byHost(sandboxId, ECHO_PORT), "e2b-traffic-access-token": "not-the-token" }, 404, notFound(sandboxId)],
+      ["an unknown sandbox, by traffic token", { ...byHost(unknownId, ECHO_PORT), "e2b-traffic-access-token": trafficToken }, 404, notFound(unknownId)],
       ["an unknown sandbox", { ...byHeaders(unknownId, ECHO_PORT), ...keyOf(teamA) }, 404, notFound(unknownId)],
       ["an unknown sandbox, by token", { ...byHost(unknownId, ECHO_PORT), "x-access-token": accessToken }, 404, notFound(unknownId)],
       ["a port out of range", { host: `99999-${sandboxId}.localhost`, ...keyOf(teamA) }, 400, undefined],
@@ -395,6 +399,67 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
     }
     const seen = await seenBySandbox();
     assert.deepEqual(seen.filter((path) => path.includes("probe")), [], "a refused request reached the sandbox");
+  });
+
+  test("the traffic access token alone reaches a server in the sandbox, over HTTP and WebSocket, and never reaches the sandbox itself", async () => {
+    assert.match(trafficToken, /^[0-9a-f]{48}$/);
+    assert.notEqual(trafficToken, accessToken);
+    for (const route of [byHost(sandboxId, ECHO_PORT), byHeaders(sandboxId, ECHO_PORT)]) {
+      const reply = await send({ method: "POST", path: "/by-traffic-token", headers: { ...route, "e2b-traffic-access-token": trafficToken }, body: "x" });
+      assert.equal(reply.status, 200, reply.text);
+      const seen = JSON.parse(reply.text) as Json;
+      assert.equal(seen.url, "/by-traffic-token");
+      for (const secret of ["e2b-traffic-access-token", "x-api-key", "x-access-token", "x-wrenn-host-token"]) {
+        assert.equal(seen.headers[secret], undefined, `${secret} reached the sandbox`);
+      }
+    }
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/traffic`, { headers: { ...byHeaders(sandboxId, ECHO_PORT), "e2b-traffic-access-token": trafficToken } });
+    await once(socket, "open");
+    const reply = once(socket, "message");
+    socket.send("hello");
+    assert.equal(String((await reply)[0]), "echo:hello");
+    socket.close();
+    await once(socket, "close");
+  });
+
+  test("the traffic access token never opens envd's port", async () => {
+    const traffic = { "e2b-traffic-access-token": trafficToken };
+    for (const route of [byHost(sandboxId, ENVD), byHeaders(sandboxId, ENVD)]) {
+      const health = await send({ path: "/health", headers: { ...route, ...traffic } });
+      assert.equal(health.status, 401, health.text);
+      assert.match(JSON.parse(health.text).message, /never envd's/);
+      const start = await send({
+        method: "POST",
+        path: "/process.Process/Start",
+        headers: { ...route, ...traffic, "content-type": "application/connect+json", "connect-protocol-version": "1" },
+        body: envelope({ process: { cmd: "/bin/sh", args: ["-c", "touch /tmp/by-traffic-token"] }, stdin: false }),
+      });
+      assert.equal(start.status, 401, start.text);
+      const files = await send({ path: "/files?path=/tmp/echo.js", headers: { ...route, ...traffic } });
+      assert.equal(files.status, 401, files.text);
+    }
+    // Beside a wrong envd token it is no help either: the refusal is a wrong credential's.
+    const withWrongToken = await send({ path: "/health", headers: { ...byHeaders(sandboxId, ENVD), ...traffic, "x-access-token": "not-the-token" } });
+    assert.equal(withWrongToken.status, 404, withWrongToken.text);
+    assert.equal(await sh("test -e /tmp/by-traffic-token && echo made || echo absent"), "absent\n");
+  });
+
+  test("another sandbox's traffic access token does not open this one, and this one's does not open the other", async () => {
+    const other = await createSandbox(stack.teamB);
+    try {
+      assert.notEqual(other.trafficAccessToken, trafficToken);
+      const mixed = await send({ path: "/crossed-traffic", headers: { ...byHost(sandboxId, ECHO_PORT), "e2b-traffic-access-token": other.trafficAccessToken } });
+      assert.deepEqual([mixed.status, JSON.parse(mixed.text)], [404, { code: 404, message: `sandbox ${sandboxId} not found`, sandboxId }]);
+      const reverse = await send({ path: "/crossed-traffic", headers: { ...byHost(other.id, ECHO_PORT), "e2b-traffic-access-token": trafficToken } });
+      assert.deepEqual([reverse.status, JSON.parse(reverse.text)], [404, { code: 404, message: `sandbox ${other.id} not found`, sandboxId: other.id }]);
+      // Its own token is let through to it (nothing listens there: the host's proxy says so).
+      const own = await send({ path: "/", headers: { ...byHost(other.id, ECHO_PORT), "e2b-traffic-access-token": other.trafficAccessToken } });
+      assert.equal(own.status, 502, own.text);
+      assert.match(JSON.parse(own.text).message, /port is not open/);
+      assert.deepEqual((await seenBySandbox()).filter((path) => path.includes("crossed")), [], "a refused request reached the sandbox");
+    } finally {
+      await stack.call(stack.teamB, "DELETE", `/v1/sandboxes/${other.id}`);
+    }
   });
 
   test("a sandbox that stopped answers 502 on envd paths, even while its location is cached", async () => {

@@ -33,6 +33,7 @@ describe("the SDK against a real control plane", { skip: skipAgent }, () => {
     const sandbox = await newSandbox({ metadata: { purpose }, envs: { GREETING: "hello from envs" }, memoryMb: 256 });
     assert.match(sandbox.sandboxId, /^[a-z0-9]+$/);
     assert.ok(sandbox.envdAccessToken, "the creator gets envd's token");
+    assert.ok(sandbox.trafficAccessToken && sandbox.trafficAccessToken !== sandbox.envdAccessToken, "and a traffic token of its own for its ports");
 
     const info = await sandbox.getInfo();
     assert.equal(info.state, "running");

@@ -238,6 +238,8 @@ export const sandboxes = pgTable(
     allowOut: jsonb("allow_out").$type<string[]>().notNull().default([]),
     denyOut: jsonb("deny_out").$type<string[]>().notNull().default([]),
     envdAccessToken: text("envd_access_token"),
+    /** Opens the sandbox's own ports (not envd's) through the edge proxy; null admits nobody. */
+    trafficAccessToken: text("traffic_access_token"),
     /** envd's version inside the sandbox, as the agent reported it at create. */
     envdVersion: text("envd_version"),
     /** The sandbox's address on its host (inside the host's address pool). */

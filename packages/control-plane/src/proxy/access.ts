@@ -1,7 +1,9 @@
 // Who may reach a sandbox's ports through the edge proxy: the sandbox's own team, by one of its
 // API keys (X-API-Key, checked as the API checks it and through the same cache), or anyone holding
 // the sandbox's envd access token (X-Access-Token, what the e2b SDK sends), or, for envd's /files
-// only, a URL signed with that token (the SDK's downloadUrl/uploadUrl). Everything else is
+// only, a URL signed with that token (the SDK's downloadUrl/uploadUrl), or, for the sandbox's own
+// ports but never envd's, its traffic access token (E2B's e2b-traffic-access-token: it lets a web
+// client reach a server in the sandbox without control of the sandbox). Everything else is
 // refused before the sandbox's host is contacted; an unknown sandbox, another team's and a wrong
 // token look the same (404), so the proxy never tells whether a sandbox id exists.
 import { createHash, timingSafeEqual } from "node:crypto";
@@ -15,6 +17,7 @@ import type { SandboxLocation, SandboxLocator } from "./sandbox-locator.js";
 
 export const API_KEY_HEADER = "x-api-key";
 export const ACCESS_TOKEN_HEADER = "x-access-token";
+export const TRAFFIC_ACCESS_TOKEN_HEADER = "e2b-traffic-access-token";
 
 /** An answer the proxy gives itself, in E2B's shape: `{ code, message }` with the HTTP status as code. */
 export interface Refusal {
@@ -24,12 +27,15 @@ export interface Refusal {
 
 export interface Admitted {
   sandbox: SandboxLocation & { hostProxy: NonNullable<SandboxLocation["hostProxy"]> };
-  /** How the caller proved it may: an API key of the sandbox's team, the envd access token, or a signed /files URL. */
-  by: "api-key" | "access-token" | "signature";
+  /** How the caller proved it may: an API key of the sandbox's team, the envd access token, a signed /files URL, or the traffic access token. */
+  by: "api-key" | "access-token" | "signature" | "traffic-token";
 }
 
-const HOW =
+const HOW_ENVD =
   "send X-API-Key with an API key of the sandbox's team, or X-Access-Token with the sandbox's envdAccessToken";
+const HOW_PORT =
+  "send X-API-Key with an API key of the sandbox's team, X-Access-Token with the sandbox's envdAccessToken, " +
+  `or ${TRAFFIC_ACCESS_TOKEN_HEADER} with its trafficAccessToken`;
 
 const refusal = (status: number, message: string, sandboxId?: string): Refusal => ({
   status,
@@ -44,24 +50,30 @@ export class EdgeAccess {
     const { headers } = request;
     const apiKey = single(headers[API_KEY_HEADER])?.trim();
     const accessToken = single(headers[ACCESS_TOKEN_HEADER]);
-    if (!apiKey && !accessToken) {
-      const signed = route.port === ENVD_PORT ? signedFileRequest(request) : undefined;
+    const isEnvd = route.port === ENVD_PORT;
+    // On envd's port the traffic token is no credential at all.
+    const trafficToken = isEnvd ? undefined : single(headers[TRAFFIC_ACCESS_TOKEN_HEADER]);
+    const how = isEnvd ? HOW_ENVD : HOW_PORT;
+    if (!apiKey && !accessToken && !trafficToken) {
+      const signed = isEnvd ? signedFileRequest(request) : undefined;
       if (signed) return this.admitSigned(route, signed);
-      return refusal(401, `missing credentials: ${HOW}`);
+      const trafficOnEnvd = isEnvd && headers[TRAFFIC_ACCESS_TOKEN_HEADER] !== undefined;
+      return refusal(401, `missing credentials: ${how}${trafficOnEnvd ? ` (${TRAFFIC_ACCESS_TOKEN_HEADER} opens the sandbox's own ports, never envd's)` : ""}`);
     }
     let teamId: string | undefined;
     if (apiKey) {
       teamId = (await this.teamOfKey(apiKey))?.teamId;
-      if (!teamId) return refusal(401, `invalid or revoked API key (${apiKey.slice(0, 8)}…): ${HOW}`);
+      if (!teamId) return refusal(401, `invalid or revoked API key (${apiKey.slice(0, 8)}…): ${how}`);
     }
     const notFound = refusal(404, `sandbox ${route.sandboxId} not found`, route.sandboxId);
     if (!isValidSandboxId(route.sandboxId)) return notFound;
     const sandbox = await this.options.locator.find(route.sandboxId);
     if (!sandbox) return notFound;
     // A valid key decides alone; the access token then travels on to envd, which checks it again.
-    const allowed = teamId !== undefined ? sandbox.teamId === teamId : tokenMatches(accessToken!, sandbox.envdAccessToken);
-    if (!allowed) return notFound;
-    return this.reachable(sandbox, teamId !== undefined ? "api-key" : "access-token");
+    if (teamId !== undefined) return sandbox.teamId === teamId ? this.reachable(sandbox, "api-key") : notFound;
+    if (accessToken && tokenMatches(accessToken, sandbox.envdAccessToken)) return this.reachable(sandbox, "access-token");
+    if (trafficToken && tokenMatches(trafficToken, sandbox.trafficAccessToken)) return this.reachable(sandbox, "traffic-token");
+    return notFound;
   }
 
   private reachable(sandbox: SandboxLocation, by: Admitted["by"]): Admitted | Refusal {

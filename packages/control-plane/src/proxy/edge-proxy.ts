@@ -20,7 +20,7 @@ import type { Repositories } from "../db/repositories.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { SandboxService } from "../sandboxes/service.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
-import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
+import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
 import { edgeRouteOf, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, type EdgeRoute } from "./route.js";
 import { SandboxLocator } from "./sandbox-locator.js";
 
@@ -223,8 +223,9 @@ export class EdgeProxy {
   private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean, agent: http.Agent): http.ClientRequest {
     const { hostProxy, envdAccessToken } = admitted.sandbox;
     const headers = forwardable(req.headers, upgrade, NOT_FORWARDED);
-    // The team's API key never reaches a sandbox; neither do E2B's routing headers.
+    // The team's API key and the traffic token never reach a sandbox; neither do E2B's routing headers.
     delete headers[API_KEY_HEADER];
+    delete headers[TRAFFIC_ACCESS_TOKEN_HEADER];
     delete headers[SANDBOX_ID_HEADER];
     delete headers[SANDBOX_PORT_HEADER];
     if (route.port !== ENVD_PORT) {

@@ -1,4 +1,4 @@
-// Where a sandbox runs, for the edge proxy: its row (team, status, envd token) and its host's
+// Where a sandbox runs, for the edge proxy: its row (team, status, tokens) and its host's
 // port proxy, kept in memory for a few seconds so a busy sandbox costs no database read per
 // request. Only running sandboxes are kept (a paused or stopped one is read afresh each time, so
 // it answers as soon as it runs again); an entry is dropped early when the host shows it stale.
@@ -21,6 +21,8 @@ export interface SandboxLocation {
   teamId: string;
   status: SandboxStatus;
   envdAccessToken: string | null;
+  /** Opens the sandbox's own ports (not envd's); null (a sandbox made before it existed) opens none. */
+  trafficAccessToken: string | null;
   /** Set when the sandbox runs and its host has a port proxy. */
   hostProxy?: HostProxy;
   /** Why hostProxy is missing although the sandbox runs (its host has no agent or proxy). */
@@ -63,6 +65,7 @@ export class SandboxLocator {
       teamId: row.teamId,
       status: row.status,
       envdAccessToken: row.envdAccessToken,
+      trafficAccessToken: row.trafficAccessToken,
     };
     if (row.status !== "running") return location;
     if (!row.hostId) return { ...location, unreachable: "it has no host" };

@@ -149,6 +149,7 @@ export class SandboxService {
       allowOut: input.allowOut ?? [],
       denyOut: input.denyOut ?? [],
       envdAccessToken: randomBytes(24).toString("hex"),
+      trafficAccessToken: randomBytes(24).toString("hex"),
     };
     const log = this.log.child({ sandboxId: row.id, teamId });
     // The request's audit entry goes in with the row (a durable write off the create's path) and

@@ -892,6 +892,7 @@ export interface components {
             envdVersion: string;
             envdAccessToken?: string;
             domain: string | null;
+            /** @description Send it as e2b-traffic-access-token to reach the sandbox's own ports (not envd's) */
             trafficAccessToken: string | null;
         };
         E2bListedSandboxInput: {
@@ -942,6 +943,7 @@ export interface components {
             network: {
                 allowOut: string[];
                 denyOut: string[];
+                allowPublicTraffic: boolean;
             };
             lifecycle: {
                 /** @enum {string} */
@@ -1019,6 +1021,8 @@ export interface components {
             endedAt: string | null;
             /** @description envd's X-Access-Token for this sandbox; shown only in this answer */
             envdAccessToken: string;
+            /** @description Opens the sandbox's own ports (never envd's) through the edge proxy, sent as e2b-traffic-access-token; shown only in this answer */
+            trafficAccessToken: string;
         };
         ExecResultInput: {
             stdout: string;
@@ -1239,6 +1243,7 @@ export interface components {
             envdVersion: string;
             envdAccessToken?: string;
             domain: string | null;
+            /** @description Send it as e2b-traffic-access-token to reach the sandbox's own ports (not envd's) */
             trafficAccessToken: string | null;
         };
         E2bListedSandbox: {
@@ -1289,6 +1294,7 @@ export interface components {
             network: {
                 allowOut: string[];
                 denyOut: string[];
+                allowPublicTraffic: boolean;
             };
             lifecycle: {
                 /** @enum {string} */
@@ -1366,6 +1372,8 @@ export interface components {
             endedAt: string | null;
             /** @description envd's X-Access-Token for this sandbox; shown only in this answer */
             envdAccessToken: string;
+            /** @description Opens the sandbox's own ports (never envd's) through the edge proxy, sent as e2b-traffic-access-token; shown only in this answer */
+            trafficAccessToken: string;
         };
         ExecResult: {
             stdout: string;
@@ -6140,6 +6148,8 @@ export interface operations {
                             [key: string]: unknown;
                         };
                         egressProxy?: unknown;
+                        /** @description Only false (the default): Wrenn never serves a sandbox's ports without credentials */
+                        allowPublicTraffic?: boolean;
                     } | null;
                     /** @description Pause the sandbox when its timeout runs out instead of killing it (E2B's default) */
                     autoPause?: boolean | null;
@@ -6391,6 +6401,8 @@ export interface operations {
                             [key: string]: unknown;
                         };
                         egressProxy?: unknown;
+                        /** @description Only false (the default): Wrenn never serves a sandbox's ports without credentials */
+                        allowPublicTraffic?: boolean;
                     } | null;
                     /** @description Pause the sandbox when its timeout runs out instead of killing it (E2B's default) */
                     autoPause?: boolean | null;

@@ -50,6 +50,8 @@ export class Sandbox {
     private readonly api: Transport,
     /** envd's access token (`X-Access-Token` through the edge proxy); known only to the creator. */
     readonly envdAccessToken: string | undefined,
+    /** Opens the sandbox's own ports (not envd's) as header `e2b-traffic-access-token`; known only to the creator. */
+    readonly trafficAccessToken: string | undefined,
   ) {
     this.commands = new Commands(api, sandboxId);
     this.files = new Files(api, sandboxId);
@@ -64,7 +66,7 @@ export class Sandbox {
     const created = dataOf(
       await api.client.POST("/v1/sandboxes", { body, fetch: api.fetchFor({ retry: "unsent", signal, timeoutMs }) }),
     );
-    return new Sandbox(created.id, api, created.envdAccessToken);
+    return new Sandbox(created.id, api, created.envdAccessToken, created.trafficAccessToken);
   }
 
   /** A handle on an existing sandbox of the team; a paused one is resumed. */
@@ -83,7 +85,7 @@ export class Sandbox {
    * call is made here; getInfo, pause, kill, setTimeout, metrics and logs answer for its state.
    */
   static handle(sandboxId: string, connection: ConnectionOptions = {}): Sandbox {
-    return new Sandbox(sandboxId, new Transport(resolveConnection(connection)), undefined);
+    return new Sandbox(sandboxId, new Transport(resolveConnection(connection)), undefined, undefined);
   }
 
   /** The team's sandboxes, newest first, a page at a time: `for await (const page of Sandbox.list())`. */

@@ -45,6 +45,12 @@ function createInput(body: E2bNewSandbox, defaultTimeoutSec: number): CreateSand
   if (body.volumeMounts && body.volumeMounts.length > 0) throw new WrennError("invalid_argument", "body.volumeMounts: Wrenn has no volumes; create the sandbox without them");
   if (body.network?.rules && Object.keys(body.network.rules).length > 0) throw new WrennError("invalid_argument", "body.network.rules: request transforms are not supported by Wrenn");
   if (body.network?.egressProxy != null) throw new WrennError("invalid_argument", "body.network.egressProxy: an egress proxy is not supported by Wrenn");
+  if (body.network?.allowPublicTraffic === true) {
+    throw new WrennError(
+      "invalid_argument",
+      "body.network.allowPublicTraffic: Wrenn never serves a sandbox's ports without credentials; send the e2b-traffic-access-token header with sandbox.trafficAccessToken",
+    );
+  }
   // allow_internet_access: false is E2B's shorthand for denying everything (allowOut still wins).
   const denyOut = [...(body.network?.denyOut ?? []), ...(body.allow_internet_access === false ? ["0.0.0.0/0"] : [])];
   return {

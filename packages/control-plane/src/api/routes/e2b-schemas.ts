@@ -60,6 +60,7 @@ export const E2bNewSandbox = z.object({
       denyOut: Destinations.optional(),
       rules: z.record(z.string(), z.unknown()).optional(),
       egressProxy: z.unknown().optional(),
+      allowPublicTraffic: z.boolean().optional().meta({ description: "Only false (the default): Wrenn never serves a sandbox's ports without credentials" }),
     })
     .nullish(),
   autoPause: z.boolean().nullish().meta({ description: "Pause the sandbox when its timeout runs out instead of killing it (E2B's default)" }),
@@ -77,7 +78,7 @@ export const E2bSandbox = z
     envdVersion: z.string(),
     envdAccessToken: z.string().optional(),
     domain: z.string().nullable(),
-    trafficAccessToken: z.string().nullable(),
+    trafficAccessToken: z.string().nullable().meta({ description: "Send it as e2b-traffic-access-token to reach the sandbox's own ports (not envd's)" }),
   })
   .meta({ id: "E2bSandbox" });
 
@@ -101,7 +102,7 @@ export const E2bListedSandbox = z
 export const E2bSandboxDetail = E2bListedSandbox.extend({
   domain: z.string().nullable(),
   allowInternetAccess: z.boolean().nullable(),
-  network: z.object({ allowOut: z.array(z.string()), denyOut: z.array(z.string()) }),
+  network: z.object({ allowOut: z.array(z.string()), denyOut: z.array(z.string()), allowPublicTraffic: z.boolean() }),
   lifecycle: z.object({ onTimeout: z.enum(["kill", "pause"]), autoResume: z.boolean() }),
 }).meta({ id: "E2bSandboxDetail" });
 
@@ -144,7 +145,7 @@ export function toE2bSandbox(sandbox: Sandbox, domain: string | null): z.infer<t
     envdVersion: sandbox.envdVersion || ENVD_VERSION_FLOOR,
     envdAccessToken: sandbox.envdAccessToken ?? undefined,
     domain,
-    trafficAccessToken: null,
+    trafficAccessToken: sandbox.trafficAccessToken,
   };
 }
 
@@ -171,7 +172,8 @@ export function toE2bSandboxDetail(sandbox: Sandbox, domain: string | null): z.i
     ...toE2bListedSandbox(sandbox),
     domain,
     allowInternetAccess: null,
-    network: { allowOut: sandbox.allowOut, denyOut: sandbox.denyOut },
+    // A sandbox's ports always want credentials (an API key, or its envd or traffic token).
+    network: { allowOut: sandbox.allowOut, denyOut: sandbox.denyOut, allowPublicTraffic: false },
     // What its host does when the timeout runs out (autoPause at create); resuming is explicit (connect).
     lifecycle: { onTimeout: sandbox.onTimeout, autoResume: false },
   };

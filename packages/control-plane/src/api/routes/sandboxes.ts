@@ -50,6 +50,9 @@ export const SandboxView = z
 
 export const CreatedSandbox = SandboxView.extend({
   envdAccessToken: z.string().meta({ description: "envd's X-Access-Token for this sandbox; shown only in this answer" }),
+  trafficAccessToken: z.string().meta({
+    description: "Opens the sandbox's own ports (never envd's) through the edge proxy, sent as e2b-traffic-access-token; shown only in this answer",
+  }),
 }).meta({ id: "CreatedSandbox" });
 
 const CreateSandboxBody = z.strictObject({
@@ -241,7 +244,7 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
     async (request, reply) => {
       const sandbox = await createAnswering(request, reply, sandboxes(), request.body);
       if (!sandbox) return reply;
-      return { ...toSandboxView(sandbox), envdAccessToken: sandbox.envdAccessToken ?? "" };
+      return { ...toSandboxView(sandbox), envdAccessToken: sandbox.envdAccessToken ?? "", trafficAccessToken: sandbox.trafficAccessToken ?? "" };
     },
   );
 

@@ -1,0 +1,1 @@
+ALTER TABLE "sandboxes" ADD COLUMN "traffic_access_token" text;
