@@ -16,9 +16,19 @@ import { createOrchestration } from "./orchestration/orchestrator.js";
 const LOCAL_AGENT_WAIT_MS = 60_000;
 
 const config = loadConfig();
-// Asynchronous writes: a line per request written synchronously cost ~10% of the CPU of a busy
-// API (profiled); lines that queue while a write is in flight go out together. Flushed at exit.
-const logger = pino({ name: "control-plane", level: config.logLevel }, pino.destination({ dest: 1, sync: false }));
+// Asynchronous, gathered writes: a line per request written synchronously cost ~10% of the CPU of
+// a busy API, and one asynchronous write call per line still ~8% (both profiled). Lines are
+// written once 4 KiB have gathered, or within 200 ms; at exit, whatever is left.
+const logDestination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+setInterval(() => logDestination.flush(), 200).unref();
+process.on("exit", () => {
+  try {
+    logDestination.flushSync();
+  } catch {
+    // a write still in flight: it ends with the process's own output
+  }
+});
+const logger = pino({ name: "control-plane", level: config.logLevel }, logDestination);
 process.on("unhandledRejection", (err) => logger.fatal({ err }, "unhandled rejection"));
 
 const embedded = config.databaseUrl === undefined ? chooseEmbedded(config.dataDir, config.embeddedDatabase) : undefined;
