@@ -22,6 +22,9 @@ const packageVersion = (
   JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
 ).version;
 
+/** How long requests in flight may still run once the API is closing. */
+const CLOSE_GRACE_MS = 5_000;
+
 /** A configured API, not yet listening: call `listen()` (or `inject()` in tests), and `close()`. */
 export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModules): Promise<Api> {
   const authCache = new AuthCache();
@@ -35,6 +38,12 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
     ...(edgeProxy ? { serverFactory: edgeProxy.serverFactory } : {}),
   }).withTypeProvider<ZodTypeProvider>();
   if (edgeProxy) app.addHook("preClose", async () => edgeProxy.close());
+  // Closing waits for open connections; Fastify drops the idle ones, but a connection a client
+  // opened and never sent a request on (fetch keeps spares) counts as busy until the 60 s headers
+  // timeout. Requests in flight get a few seconds to finish, then every connection goes.
+  app.addHook("preClose", async () => {
+    setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS).unref();
+  });
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
