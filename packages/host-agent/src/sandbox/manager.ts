@@ -94,6 +94,10 @@ export class SandboxManager {
   private autoPaused: string[] = [];
   private exited: { sandboxId: string; reason: string }[] = [];
   readonly warmPool: WarmPool;
+  /** Set by destroyAll: this host takes no new sandbox. */
+  private closing = false;
+  /** Creates in flight (settled, never rejecting): destroyAll waits for them, then destroys what they made. */
+  private readonly creating = new Set<Promise<unknown>>();
   /** Told when a sandbox stops being reachable (the port proxy drops its connections to it). */
   onUnreachable?: (sandboxId: string, destroyed: boolean) => void;
 
@@ -166,6 +170,18 @@ export class SandboxManager {
   }
 
   async create(request: CreateSandboxOptions): Promise<Sandbox> {
+    if (this.closing) throw new HostCapacityError("this host is shutting down and takes no new sandbox");
+    const creating = this.createNow(request);
+    const settled: Promise<unknown> = creating.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.creating.add(settled);
+    void settled.then(() => this.creating.delete(settled));
+    return creating;
+  }
+
+  private async createNow(request: CreateSandboxOptions): Promise<Sandbox> {
     const sandboxId = request.sandboxId || newSandboxId();
     if (!isSandboxId(sandboxId)) {
       throw new InvalidRequestError(`sandbox id ${JSON.stringify(sandboxId)} is invalid: use 1–63 letters, digits, '-' or '_'`);
@@ -630,6 +646,10 @@ export class SandboxManager {
 
   /** Destroys every sandbox (Terminate, shutdown of a host being removed). */
   async destroyAll(): Promise<void> {
+    // A create still booting would finish after the sweep and leave its sandbox (mounts, network,
+    // processes) behind a departed agent: let it finish first, then destroy it with the rest.
+    this.closing = true;
+    await Promise.all(this.creating);
     await this.warmPool.drain();
     const results = await Promise.allSettled(this.list().map((sandbox) => this.destroy(sandbox.record.id)));
     for (const result of results) if (result.status === "rejected") log.error({ err: result.reason }, "destroy during terminate failed");
