@@ -9,17 +9,15 @@ import type { Team } from "../src/db/schema.js";
 import { STALE_STARTING_MS } from "../src/orchestration/reconciler.js";
 import { newSandboxId } from "../src/sandboxes/service.js";
 import {
-  addAgent,
-  removeAgent,
   skipAgent,
-  startControlPlane,
-  startManagedAgent,
   TEST_TEMPLATE,
   text,
   waitFor,
   codeOf,
   type ControlPlaneUnderTest,
   type ManagedAgent,
+  startOneHost,
+  stopOneHost,
 } from "./orchestration-harness.js";
 
 const POOL = "10.253.0.0/26";
@@ -42,17 +40,8 @@ describe("the create and exec paths", { skip: skipAgent }, () => {
   let hostId: string;
   let team: Team;
 
-  before(async () => {
-    cp = await startControlPlane();
-    managed = await startManagedAgent(POOL, TABLE);
-    hostId = (await addAgent(cp, managed)).id;
-    team = await cp.newTeam();
-  });
-
-  after(async () => {
-    await cp?.close();
-    if (managed) await removeAgent(managed);
-  });
+  before(async () => ({ cp, managed, hostId, team } = await startOneHost(POOL, TABLE)));
+  after(() => stopOneHost(cp, managed));
 
   const onHost = async () => (await managed.agent.client.listSandboxes({})).sandboxes.map((s) => s.sandboxId);
   const entries = async (action: string, resourceId: string) =>

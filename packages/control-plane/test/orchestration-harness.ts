@@ -92,6 +92,32 @@ export async function removeAgent(managed: ManagedAgent): Promise<void> {
   await removeDataDir(agent.dataDir, agent.table);
 }
 
+/** A control plane with one agent added as its host, and a team: what a file of one-host tests starts with. */
+export interface OneHost {
+  cp: ControlPlaneUnderTest;
+  managed: ManagedAgent;
+  hostId: string;
+  team: Team;
+}
+
+export async function startOneHost(pool: string, table: string): Promise<OneHost> {
+  const cp = await startControlPlane();
+  try {
+    const managed = await startManagedAgent(pool, table);
+    const hostId = (await addAgent(cp, managed)).id;
+    return { cp, managed, hostId, team: await cp.newTeam() };
+  } catch (err) {
+    await cp.close();
+    throw err;
+  }
+}
+
+/** Closes what startOneHost started (either may be missing when the start failed). */
+export async function stopOneHost(cp: ControlPlaneUnderTest | undefined, managed: ManagedAgent | undefined): Promise<void> {
+  await cp?.close();
+  if (managed) await removeAgent(managed);
+}
+
 /** Polls `check` until it returns a value other than undefined/false. */
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

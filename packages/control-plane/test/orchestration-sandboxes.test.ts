@@ -7,18 +7,16 @@ import { WrennError } from "../src/errors.js";
 import type { ExecEvent } from "../src/sandboxes/service.js";
 import { transitionSandbox } from "../src/sandboxes/transitions.js";
 import {
-  addAgent,
-  removeAgent,
   restartAgent,
   skipAgent,
-  startControlPlane,
-  startManagedAgent,
   TEST_TEMPLATE,
   text,
   waitFor,
   type ControlPlaneUnderTest,
   type ManagedAgent,
   codeOf,
+  startOneHost,
+  stopOneHost,
 } from "./orchestration-harness.js";
 
 const POOL = "10.240.1.0/26";
@@ -30,17 +28,8 @@ describe("sandbox orchestration on one host", { skip: skipAgent }, () => {
   let hostId: string;
   let team: Team;
 
-  before(async () => {
-    cp = await startControlPlane();
-    managed = await startManagedAgent(POOL, TABLE);
-    hostId = (await addAgent(cp, managed)).id;
-    team = await cp.newTeam();
-  });
-
-  after(async () => {
-    await cp?.close();
-    if (managed) await removeAgent(managed);
-  });
+  before(async () => ({ cp, managed, hostId, team } = await startOneHost(POOL, TABLE)));
+  after(() => stopOneHost(cp, managed));
 
   const onHost = async () => (await managed.agent.client.listSandboxes({})).sandboxes.map((s) => [s.sandboxId, s.status]);
 

@@ -175,24 +175,34 @@ describe("process service", () => {
     assert.deepEqual([rest.exitCode, rest.exited, rest.status, rest.error], [-1, false, "signal: killed", "signal: killed"]);
   });
 
-  test("a PTY gives a terminal of the requested size that can be resized and typed into", async () => {
-    const stream = envd.process.start({ process: { cmd: "/bin/bash", args: ["--norc", "--noprofile", "-i"], envs: { PS1: "$ " } }, pty: { size: { cols: 91, rows: 33 } } });
+  /** bash in a terminal of `cols` × `rows`: type into it, read its screen until a pattern shows, then its exit code. */
+  async function shell(cols: number, rows: number) {
+    const stream = envd.process.start({ process: { cmd: "/bin/bash", args: ["--norc", "--noprofile", "-i"], envs: { PS1: "$ " } }, pty: { size: { cols, rows } } });
     const events = stream[Symbol.asyncIterator]();
     const pid = (await events.next()).value.event.event.value.pid as number;
     const selector = { selector: { case: "pid" as const, value: pid } };
-    let screen = "";
-    const readUntil = async (pattern: RegExp) => {
-      while (!pattern.test(screen)) {
-        const next = await events.next();
-        assert.ok(!next.done, `stream ended before ${pattern}: ${screen}`);
-        const e = next.value.event?.event;
-        if (e?.case === "data") {
-          assert.equal(e.value.output.case, "pty");
-          screen += text(e.value.output.value);
+    const terminal = {
+      selector,
+      screen: "",
+      type: (s: string) => envd.process.sendInput({ process: selector, input: { input: { case: "pty", value: Buffer.from(s) } } }),
+      async readUntil(pattern: RegExp) {
+        while (!pattern.test(terminal.screen)) {
+          const next = await events.next();
+          assert.ok(!next.done, `stream ended before ${pattern}: ${terminal.screen}`);
+          const e = next.value.event?.event;
+          if (e?.case === "data") {
+            assert.equal(e.value.output.case, "pty");
+            terminal.screen += text(e.value.output.value);
+          }
         }
-      }
+      },
+      exitCode: async () => summarise((await collect({ [Symbol.asyncIterator]: () => events })) as StartResponse[]).exitCode,
     };
-    const type = (s: string) => envd.process.sendInput({ process: selector, input: { input: { case: "pty", value: Buffer.from(s) } } });
+    return terminal;
+  }
+
+  test("a PTY gives a terminal of the requested size that can be resized and typed into", async () => {
+    const { selector, type, readUntil, exitCode } = await shell(91, 33);
     await type("stty size; tty; echo $TERM\n");
     await readUntil(/33 91[\s\S]*\/dev\/pts\/\d+[\s\S]*xterm-256color/);
     await envd.process.update({ process: selector, pty: { size: { cols: 120, rows: 40 } } });
@@ -200,35 +210,21 @@ describe("process service", () => {
     await readUntil(/40 120/);
     await expectCode(envd.process.update({ process: selector, pty: { size: { cols: 0, rows: 40 } } }), Code.InvalidArgument);
     await type("exit 7\n");
-    const rest = summarise((await collect({ [Symbol.asyncIterator]: () => events })) as StartResponse[]);
-    assert.equal(rest.exitCode, 7);
+    assert.equal(await exitCode(), 7);
   });
 
   test("Ctrl-C typed into a PTY interrupts the running command and the shell takes the next line", async () => {
-    const stream = envd.process.start({ process: { cmd: "/bin/bash", args: ["--norc", "--noprofile", "-i"], envs: { PS1: "$ " } }, pty: { size: { cols: 80, rows: 24 } } });
-    const events = stream[Symbol.asyncIterator]();
-    const pid = (await events.next()).value.event.event.value.pid as number;
-    const selector = { selector: { case: "pid" as const, value: pid } };
-    let screen = "";
-    const readUntil = async (pattern: RegExp) => {
-      while (!pattern.test(screen)) {
-        const next = await events.next();
-        assert.ok(!next.done, `stream ended before ${pattern}: ${screen}`);
-        const e = next.value.event?.event;
-        if (e?.case === "data") screen += text(e.value.output.value);
-      }
-    };
-    const type = (s: string) => envd.process.sendInput({ process: selector, input: { input: { case: "pty", value: Buffer.from(s) } } });
+    const terminal = await shell(80, 24);
+    const { type, readUntil } = terminal;
     await type("sleep 100; echo slept-$((2+2))\n");
     await readUntil(/sleep 100; echo slept/);
     await sleep(300);
     await type("\x03");
     await type("echo status-$?\n");
     await readUntil(/status-130\r\n/);
-    assert.ok(!screen.includes("slept-4"), screen);
+    assert.ok(!terminal.screen.includes("slept-4"), terminal.screen);
     await type("exit 0\n");
-    const rest = summarise((await collect({ [Symbol.asyncIterator]: () => events })) as StartResponse[]);
-    assert.equal(rest.exitCode, 0);
+    assert.equal(await terminal.exitCode(), 0);
   });
 
   test("a process outlives its caller's disconnect and can be re-attached by tag or pid", async () => {
