@@ -14,7 +14,7 @@ import type { Socket } from "node:net";
 import { pipeline, type Duplex } from "node:stream";
 import type { FastifyServerFactory } from "fastify";
 import type { Logger } from "pino";
-import { forwardable, HOP_BY_HOP_HEADERS, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, watchReuse } from "@wrenn/http-relay";
+import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, watchReuse } from "@wrenn/http-relay";
 import type { AuthCache } from "../api/auth-cache.js";
 import type { Repositories } from "../db/repositories.js";
 import type { HostRegistry } from "../hosts/registry.js";
@@ -244,16 +244,7 @@ export class EdgeProxy {
       headers,
       agent,
     });
-    upstream.on("socket", (socket: Socket) => {
-      if (!socket.connecting) return;
-      const timer = setTimeout(() => {
-        const err: NodeJS.ErrnoException = new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`);
-        err.code = "ETIMEDOUT";
-        upstream.destroy(err);
-      }, CONNECT_TIMEOUT_MS);
-      socket.once("connect", () => clearTimeout(timer));
-      socket.once("close", () => clearTimeout(timer));
-    });
+    limitConnect(upstream, CONNECT_TIMEOUT_MS);
     return upstream;
   }
 

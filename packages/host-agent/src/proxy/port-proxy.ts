@@ -11,10 +11,9 @@
 // into gVisor's netstack costs milliseconds on every call otherwise.
 import { createHash, timingSafeEqual } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
-import { forwardable, HOP_BY_HOP_HEADERS, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, watchReuse, type Refusal } from "@wrenn/http-relay";
+import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, type Refusal, refuseOnResponse, refuseOnSocket, watchReuse } from "@wrenn/http-relay";
 import { logger } from "../logging/logger.js";
 import { SandboxConnections } from "./connections.js";
 import { InvalidRouteError, routeOf, type ProxyRoute } from "./route.js";
@@ -115,16 +114,7 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
       headers: forwardable(req.headers, upgrade, NOT_FORWARDED),
       agent,
     });
-    upstream.on("socket", (socket: Socket) => {
-      if (!socket.connecting) return;
-      const timer = setTimeout(() => {
-        const err: NodeJS.ErrnoException = new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`);
-        err.code = "ETIMEDOUT";
-        upstream.destroy(err);
-      }, CONNECT_TIMEOUT_MS);
-      socket.once("connect", () => clearTimeout(timer));
-      socket.once("close", () => clearTimeout(timer));
-    });
+    limitConnect(upstream, CONNECT_TIMEOUT_MS);
     return upstream;
   }
 
