@@ -205,9 +205,13 @@ export class SandboxService {
       throw err;
     }
     const { host, result } = placed;
-    if (signal?.aborted) {
+    // The sandbox made on the host goes, its row ends stopped, its audit entry is taken back.
+    const undo = async () => {
       await this.rollBackCreate(row.id, host);
       await withdrawAudit();
+    };
+    if (signal?.aborted) {
+      await undo();
       log.info({ hostId: host.id }, "caller went away during create: sandbox rolled back");
       throw abortError(signal);
     }
@@ -223,16 +227,14 @@ export class SandboxService {
       });
     } catch (err) {
       // The caller hears a failure: nothing of this create may stay behind.
-      await this.rollBackCreate(row.id, host);
-      await withdrawAudit();
+      await undo();
       log.warn({ err: (err as Error).message }, "sandbox create failed at its running mark; rolled back");
       throw err;
     }
     if (running) options.audit?.written();
     if (!running) {
       // Destroyed while it was starting: the destroy found nothing on a host yet, so finish it here.
-      await this.rollBackCreate(row.id, host);
-      await withdrawAudit();
+      await undo();
       throw new WrennError("conflict", `sandbox ${row.id} was destroyed while it was starting`);
     }
     log.info({ hostId: host.id, template: template.name }, "sandbox created");
