@@ -35,6 +35,12 @@ export interface ControlPlaneConfig {
   secretKeyHex: string | undefined;
   /** Sandbox ports are reached at `<port>-<sandboxId>.<domain>` on the API's own port (the edge proxy). */
   domain: string;
+  /**
+   * The edge proxy reaches envd at the sandbox's own address when the sandbox's host is this
+   * machine (its agent on loopback), one proxy hop fewer (docs/control-plane.md "Edge proxy").
+   * WRENN_EDGE_DIRECT=false sends everything through the host's port proxy. Default true.
+   */
+  edgeDirect?: boolean;
   /** An agent on this machine to add as a host at start, without a registration token (`make up`). */
   localAgent: { address: string; tokenFile: string } | undefined;
 }
@@ -56,6 +62,7 @@ const environment = z.object({
   WRENN_LOCAL_AGENT: z.string().regex(/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/, "must be host:port").optional(),
   WRENN_LOCAL_AGENT_TOKEN_FILE: z.string().min(1).optional(),
   WRENN_DOMAIN: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, "must be a domain name, e.g. wrenn.example.com").default("localhost"),
+  WRENN_EDGE_DIRECT: z.enum(["true", "false", "1", "0"]).default("true"),
 });
 
 /** Reads the configuration; throws naming the variable when one is malformed. Empty values count as unset. */
@@ -83,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     sandboxCreateRateLimit: { max: values.WRENN_SANDBOX_CREATE_RATE_MAX, windowMs: values.WRENN_SANDBOX_CREATE_RATE_WINDOW_MS },
     secretKeyHex: values.WRENN_SECRET_KEY,
     domain: values.WRENN_DOMAIN.toLowerCase(),
+    edgeDirect: values.WRENN_EDGE_DIRECT === "true" || values.WRENN_EDGE_DIRECT === "1",
     localAgent:
       values.WRENN_LOCAL_AGENT && values.WRENN_LOCAL_AGENT_TOKEN_FILE
         ? { address: values.WRENN_LOCAL_AGENT, tokenFile: path.resolve(cwd, values.WRENN_LOCAL_AGENT_TOKEN_FILE) }

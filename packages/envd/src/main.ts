@@ -27,7 +27,14 @@ if (values.help) {
   process.exit(0);
 }
 
-const envd = await startEnvd({ port: parsePort(values.port), host: values.host });
+// The host gives envd its first access token in the environment, so that envd is never open to
+// whoever reaches its address before the host's /init sets the sandbox's own. Removed at once:
+// nothing envd starts inherits it.
+const BOOT_TOKEN_ENV = "WRENN_ENVD_ACCESS_TOKEN";
+const bootToken = process.env[BOOT_TOKEN_ENV];
+delete process.env[BOOT_TOKEN_ENV];
+
+const envd = await startEnvd({ port: parsePort(values.port), host: values.host, accessToken: bootToken });
 
 // envd dying takes every process in the sandbox with it, so a bug in one request must not end it.
 // Logged at fatal level: the test harness fails any test whose envd logs one.

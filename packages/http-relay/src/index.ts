@@ -3,3 +3,4 @@ export { HOP_BY_HOP_HEADERS, forwardable, rawHead } from "./headers.js";
 export { refuseOnResponse, refuseOnSocket, type Refusal } from "./refusal.js";
 export { REPLAYABLE_BODY_MAX_BYTES, readReplayableBody, watchReuse } from "./replay.js";
 export { limitConnect } from "./connect.js";
+export { SandboxConnections } from "./sandbox-connections.js";

@@ -52,6 +52,9 @@ export function createOrchestration(options: OrchestrationOptions): Orchestratio
   const reconciler = new Reconciler({ db, logger, registry: hosts, intervalMs: options.reconcileIntervalMs });
   const sandboxes = new SandboxService({ db, logger, registry: hosts, placement, hooks: options.hooks });
   const templates = new TemplateService({ db, logger, registry: hosts, sandboxes });
+  // What the reconciler finds (a sandbox gone, auto-paused) reaches the service's caches and its
+  // listeners (the edge proxy) at once, not after their TTLs.
+  reconciler.onTransition((sandboxId, status) => sandboxes.changedElsewhere(sandboxId, status));
   // A host back from silence: restore its `unknown` sandboxes now rather than at the next pass.
   hosts.onHostReady(async (host) => {
     await reconciler.reconcileHost(host.id);

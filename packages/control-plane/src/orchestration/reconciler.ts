@@ -57,11 +57,17 @@ export class Reconciler {
   private readonly unclaimed = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  private readonly transitionListeners: Array<(sandboxId: string, status: SandboxStatus) => void> = [];
 
   constructor(private readonly options: ReconcilerOptions) {
     this.repos = createRepositories(options.db);
     this.log = options.logger.child({ component: "reconciler" });
     this.intervalMs = options.intervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS;
+  }
+
+  /** Calls `listener` after each status change a pass makes (the sandbox service's caches follow). */
+  onTransition(listener: (sandboxId: string, status: SandboxStatus) => void): void {
+    this.transitionListeners.push(listener);
   }
 
   start(): void {
@@ -126,8 +132,10 @@ export class Reconciler {
     const autoPaused = new Set(listed.autoPausedSandboxIds);
     const move = async (sandbox: Sandbox, from: SandboxStatus[], to: SandboxStatus, why: string, set?: SandboxTransition["set"]): Promise<boolean> => {
       const changed = await transitionSandbox(this.options.db, sandbox.id, { from, to, set, unchangedSince: listedAt });
-      if (changed) this.log.info({ sandboxId: sandbox.id, hostId: host.id, teamId: sandbox.teamId, from: sandbox.status, to, why }, "reconciled");
-      return changed !== undefined;
+      if (!changed) return false;
+      this.log.info({ sandboxId: sandbox.id, hostId: host.id, teamId: sandbox.teamId, from: sandbox.status, to, why }, "reconciled");
+      for (const listener of this.transitionListeners) listener(sandbox.id, to);
+      return true;
     };
 
     // The database's sandboxes on this host that the host should have.

@@ -9,15 +9,29 @@
 // are kept alive and reused by requests whose body is small enough to read whole first (64 KiB):
 // such a request is replayed once on a fresh connection if the reused one turns out closed by the
 // host; larger or streamed bodies go on a fresh connection and are never buffered.
+//
+// Direct to envd: when the sandbox's host is this machine (sandbox-locator.ts), a request for envd's
+// port skips the host's port proxy and goes to the sandbox's address, on connections pooled per
+// sandbox. Safe against a stale location: every envd holds a token of its own from its first
+// instant (the host boots it with one, then /init sets the sandbox's), every request sent direct
+// carries the sandbox's token or a signature made with it, so an envd that is not the sandbox's
+// (its address since given to another) answers 401, and such a 401, a refused or failed connection
+// sends the request through the host instead when its body can be sent again. The host learns of
+// the activity by a PingSandbox at most once a second per sandbox (its port proxy counts each
+// request). WebSockets and the sandbox's other ports always go through the host, which checks which
+// sandbox it reaches by id.
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { pipeline, type Duplex } from "node:stream";
 import type { FastifyServerFactory } from "fastify";
 import type { Logger } from "pino";
-import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, watchReuse } from "@wrenn/http-relay";
+import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, SandboxConnections, watchReuse } from "@wrenn/http-relay";
+import { LRUCache } from "lru-cache";
 import type { AuthCache } from "../api/auth-cache.js";
 import type { Repositories } from "../db/repositories.js";
 import type { HostRegistry } from "../hosts/registry.js";
+import type { SandboxStatus } from "../db/schema.js";
+import { callAgent } from "../hosts/agent-client.js";
 import type { SandboxService } from "../sandboxes/service.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
 import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
@@ -39,6 +53,10 @@ const HOST_NOT_FOUND_MAX_BYTES = 512;
  * closes one we are about to reuse.
  */
 const HOST_FREE_TIMEOUT_MS = 30_000;
+/** envd at a sandbox's own address that does not accept a connection within this is asked through the host. */
+const DIRECT_CONNECT_TIMEOUT_MS = 2_000;
+/** The host hears of a sandbox's direct traffic at most this often (PingSandbox: its inactivity timer). */
+const ACTIVITY_PING_INTERVAL_MS = 1_000;
 
 export interface EdgeProxyOptions {
   /** Sandbox hosts are `<port>-<sandboxId>.<domain>`. */
@@ -50,7 +68,10 @@ export interface EdgeProxyOptions {
   logger: Logger;
   /** How long a running sandbox's location is trusted without a read. */
   locationTtlMs?: number;
+  /** Reach envd directly when the sandbox's host is this machine (default true). */
+  direct?: boolean;
 }
+
 
 // Beyond the hop-by-hop headers: the routing headers are set afresh for the host's proxy.
 const NOT_FORWARDED = new Set([...HOP_BY_HOP_HEADERS, HOST_TOKEN_HEADER, HOST_SANDBOX_ID_HEADER, HOST_SANDBOX_PORT_HEADER]);
@@ -70,10 +91,16 @@ export class EdgeProxy {
   private readonly log: Logger;
   /** Client sockets of exchanges in flight and of piped WebSockets: cut when the server closes. */
   private readonly active = new Set<Duplex>();
+  /** Kept-alive connections to envd at sandboxes' own addresses, per sandbox. */
+  private readonly direct = new SandboxConnections();
+  /** When each sandbox's host was last told of its direct traffic. */
+  private readonly pinged = new LRUCache<string, number>({ max: 50_000 });
+  /** Upgrades not for a sandbox, for the API: a server that never listens, only emits "upgrade". */
+  readonly apiUpgrades = new http.Server();
 
   constructor(private readonly options: EdgeProxyOptions) {
     this.log = options.logger.child({ component: "edge-proxy" });
-    this.locator = new SandboxLocator({ sandboxes: options.repos.sandboxes, registry: options.registry, ttlMs: options.locationTtlMs });
+    this.locator = new SandboxLocator({ sandboxes: options.repos.sandboxes, registry: options.registry, ttlMs: options.locationTtlMs, direct: options.direct });
     this.access = new EdgeAccess({ repos: options.repos, authCache: options.authCache, locator: this.locator });
   }
 
@@ -97,8 +124,9 @@ export class EdgeProxy {
       socket.on("error", () => socket.destroy());
       const route = edgeRouteOf(req.headers, this.options.domain);
       if (route === undefined) {
-        // The API serves no WebSocket; a listener added later (a plugin) would answer instead.
-        if (server.listenerCount("upgrade") === 1) refuseOnSocket(socket, { status: 404, body: { code: 404, message: `no WebSocket at ${req.url ?? "/"}` } });
+        // The API's WebSocket routes (@fastify/websocket) listen on apiUpgrades, never hearing a sandbox's.
+        if (this.apiUpgrades.listenerCount("upgrade") === 0) refuseOnSocket(socket, { status: 404, body: { code: 404, message: `no WebSocket at ${req.url ?? "/"}` } });
+        else this.apiUpgrades.emit("upgrade", req, socket, head);
         return;
       }
       if ("invalid" in route) return refuseOnSocket(socket, badRoute(route.invalid));
@@ -110,9 +138,15 @@ export class EdgeProxy {
     return server;
   };
 
-  /** The next request for the sandbox looks it up afresh (its status changed: paused, destroyed, …). */
-  forget(sandboxId: string): void {
+  /**
+   * The next request for the sandbox looks it up afresh (its status changed: paused, destroyed, …),
+   * and its direct connections close; an ended sandbox's exchanges in flight are cut too (its
+   * network is gone: they could only hang).
+   */
+  forget(sandboxId: string, status?: SandboxStatus): void {
     this.locator.forget(sandboxId);
+    this.pinged.delete(sandboxId);
+    this.direct.drop(sandboxId, status === "stopped" || status === "error");
   }
 
   /** Cuts proxied exchanges still open (long streams, WebSockets) so the server can close. */
@@ -121,6 +155,7 @@ export class EdgeProxy {
     this.active.clear();
     this.agent.destroy();
     this.fresh.destroy();
+    this.direct.destroy();
   }
 
   private async proxyRequest(req: IncomingMessage, res: ServerResponse, route: EdgeRoute): Promise<void> {
@@ -136,18 +171,34 @@ export class EdgeProxy {
       res.destroy(); // the client went away mid-body
       return;
     }
-    this.send(req, res, route, admission, body, body !== undefined);
+    const direct = route.port === ENVD_PORT && admission.sandbox.envdDirect !== undefined;
+    this.send(req, res, route, admission, body, body !== undefined, direct);
   }
 
   /**
    * A replayable request (`body` read whole) goes on a kept-alive connection and is sent once more
    * on a fresh one if that connection turns out closed; any other on a fresh one, streaming its body.
    */
-  private send(req: IncomingMessage, res: ServerResponse, route: EdgeRoute, admitted: Admitted, body: Buffer | undefined, pooled: boolean): void {
-    const upstream = this.request(req, route, admitted, false, pooled ? this.agent : this.fresh);
+  private send(req: IncomingMessage, res: ServerResponse, route: EdgeRoute, admitted: Admitted, body: Buffer | undefined, pooled: boolean, direct = false): void {
+    const upstream = direct ? this.requestDirect(req, route, admitted, pooled) : this.request(req, route, admitted, false, pooled ? this.agent : this.fresh);
+    if (direct) this.noteActivity(admitted);
     const diedUnused = watchReuse(upstream);
     let responded = false;
+    /** Sent direct and not to be answered from there: through the host, if the body can go again. */
+    const throughHost = (why: string): boolean => {
+      this.forget(route.sandboxId);
+      if (body === undefined || res.destroyed) return false;
+      this.log.debug({ sandboxId: route.sandboxId, why }, "envd at the sandbox's address did not answer for it; asking its host");
+      this.send(req, res, route, admitted, body, true, false);
+      return true;
+    };
     upstream.on("response", (upstreamRes) => {
+      // Not this sandbox's envd (its address was since given to another sandbox): its host knows.
+      if (direct && upstreamRes.statusCode === 401 && body !== undefined && !res.destroyed) {
+        upstreamRes.resume();
+        throughHost("401 from envd");
+        return;
+      }
       responded = true;
       const status = upstreamRes.statusCode ?? 502;
       if (status === 404 && this.mayBeHostNotFound(upstreamRes)) return void this.answerNotFound(res, upstreamRes, route);
@@ -165,8 +216,9 @@ export class EdgeProxy {
       }
       // A kept-alive connection the host closed just as it was reused: nothing reached it, send again.
       if (pooled && body !== undefined && diedUnused(err) && !res.destroyed) {
-        return this.send(req, res, route, admitted, body, false);
+        return this.send(req, res, route, admitted, body, false, direct);
       }
+      if (direct && throughHost(err.code ?? err.message)) return;
       this.locator.forget(route.sandboxId);
       this.log.warn({ sandboxId: route.sandboxId, err: err.message }, "the sandbox's host could not be reached");
       refuseOnResponse(req, res, notRunning(route.sandboxId, `its host's proxy cannot be reached (${err.code ?? err.message})`));
@@ -219,9 +271,46 @@ export class EdgeProxy {
     upstream.end();
   }
 
-  /** The request to the host's port proxy: the client's, minus the credentials the proxy consumed. */
-  private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean, agent: http.Agent): http.ClientRequest {
-    const { hostProxy, envdAccessToken } = admitted.sandbox;
+  /**
+   * The request to envd at the sandbox's own address: the client's, minus the credentials the proxy
+   * consumed, always with the sandbox's token unless a signature stands for it (see the top).
+   */
+  private requestDirect(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, pooled: boolean): http.ClientRequest {
+    const { sandbox } = admitted;
+    const address = sandbox.envdDirect!.address;
+    const headers = this.forwardedHeaders(req, route, admitted, false);
+    if (admitted.by !== "signature") headers[ACCESS_TOKEN_HEADER] = sandbox.envdAccessToken!;
+    const upstream = http.request({
+      host: address,
+      port: ENVD_PORT,
+      method: req.method,
+      path: req.url,
+      headers,
+      agent: pooled ? this.direct.agentFor(route.sandboxId, address, ENVD_PORT) : this.fresh,
+    });
+    limitConnect(upstream, DIRECT_CONNECT_TIMEOUT_MS);
+    return upstream;
+  }
+
+  /** Tells the sandbox's host of its direct traffic, at most once a second; a host that no longer runs it ends the direct route. */
+  private noteActivity(admitted: Admitted): void {
+    const { sandboxId, hostId } = admitted.sandbox;
+    const now = Date.now();
+    if (hostId === undefined || now - (this.pinged.get(sandboxId) ?? 0) < ACTIVITY_PING_INTERVAL_MS) return;
+    this.pinged.set(sandboxId, now);
+    void this.options.registry
+      .connect(hostId)
+      .then(({ client }) => callAgent(client.pingSandbox({ sandboxId }), hostId))
+      .then(
+        (ping) => {
+          if (ping.status !== "running") this.forget(sandboxId);
+        },
+        () => this.forget(sandboxId),
+      );
+  }
+
+  /** The client's headers minus hop-by-hop ones, routing headers and credentials meant for us alone. */
+  private forwardedHeaders(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean): http.OutgoingHttpHeaders {
     const headers = forwardable(req.headers, upgrade, NOT_FORWARDED);
     // The team's API key and the traffic token never reach a sandbox; neither do E2B's routing headers.
     delete headers[API_KEY_HEADER];
@@ -230,9 +319,16 @@ export class EdgeProxy {
     delete headers[SANDBOX_PORT_HEADER];
     if (route.port !== ENVD_PORT) {
       delete headers[ACCESS_TOKEN_HEADER]; // envd's token is for envd only
-    } else if (headers[ACCESS_TOKEN_HEADER] === undefined && admitted.by === "api-key" && envdAccessToken) {
-      headers[ACCESS_TOKEN_HEADER] = envdAccessToken; // the team's key stands for the sandbox's token
+    } else if (headers[ACCESS_TOKEN_HEADER] === undefined && admitted.by === "api-key" && admitted.sandbox.envdAccessToken) {
+      headers[ACCESS_TOKEN_HEADER] = admitted.sandbox.envdAccessToken; // the team's key stands for the sandbox's token
     }
+    return headers;
+  }
+
+  /** The request to the host's port proxy: the client's, minus the credentials the proxy consumed. */
+  private request(req: IncomingMessage, route: EdgeRoute, admitted: Admitted, upgrade: boolean, agent: http.Agent): http.ClientRequest {
+    const { hostProxy } = admitted.sandbox;
+    const headers = this.forwardedHeaders(req, route, admitted, upgrade);
     headers[HOST_SANDBOX_ID_HEADER] = route.sandboxId;
     headers[HOST_SANDBOX_PORT_HEADER] = String(route.port);
     headers[HOST_TOKEN_HEADER] = hostProxy.token;
@@ -288,12 +384,19 @@ export class EdgeProxy {
 
 /** The edge proxy for an API built with the sandbox and host services, else undefined (tests of other routes). */
 export function createEdgeProxy(
-  deps: { repos: Repositories; logger: Logger; config: { domain: string }; services: { hosts?: HostRegistry; sandboxes?: SandboxService } },
+  deps: { repos: Repositories; logger: Logger; config: { domain: string; edgeDirect?: boolean }; services: { hosts?: HostRegistry; sandboxes?: SandboxService } },
   authCache: AuthCache,
 ): EdgeProxy | undefined {
   if (!deps.services.hosts) return undefined;
-  const proxy = new EdgeProxy({ domain: deps.config.domain, repos: deps.repos, authCache, registry: deps.services.hosts, logger: deps.logger });
-  // A pause or destroy through the API reaches the proxy at once, not after its cache's TTL.
-  deps.services.sandboxes?.onStatusChange((sandboxId) => proxy.forget(sandboxId));
+  const proxy = new EdgeProxy({
+    domain: deps.config.domain,
+    repos: deps.repos,
+    authCache,
+    registry: deps.services.hosts,
+    logger: deps.logger,
+    direct: deps.config.edgeDirect ?? true,
+  });
+  // A pause or destroy (through the API, or found by the reconciler) reaches the proxy at once, not after its cache's TTL.
+  deps.services.sandboxes?.onStatusChange((sandboxId, status) => proxy.forget(sandboxId, status));
   return proxy;
 }

@@ -2,12 +2,26 @@
 // port proxy, kept in memory for a few seconds so a busy sandbox costs no database read per
 // request. Only running sandboxes are kept (a paused or stopped one is read afresh each time, so
 // it answers as soon as it runs again); an entry is dropped early when the host shows it stale.
+//
+// When the host's agent listens on loopback it shares this machine (and network namespace) with
+// the control plane, and envd can be reached at the sandbox's own address without the host's port
+// proxy in between (edge-proxy.ts, "direct"). Only with the host's word: each lookup asks the host
+// (PingSandbox, which also counts as activity) that the sandbox runs and where.
+import { isIP } from "node:net";
 import { LRUCache } from "lru-cache";
 import type { SandboxRepository } from "../db/sandboxes.js";
 import type { SandboxStatus } from "../db/schema.js";
+import { callAgent } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 
 export const SANDBOX_LOCATION_TTL_MS = 3_000;
+/**
+ * envd is reached directly only for a sandbox whose timeout is at least this (or none): the
+ * lookup's ping touched it, so it cannot auto-pause while its entry (SANDBOX_LOCATION_TTL_MS) lives.
+ */
+const DIRECT_MIN_TIMEOUT_SEC = 10;
+/** A host that does not answer the lookup's ping within this is reached through its port proxy. */
+const PING_TIMEOUT_MS = 2_000;
 
 /** A host's port proxy, as http.request takes it, with the token it wants. */
 export interface HostProxy {
@@ -19,6 +33,8 @@ export interface HostProxy {
 export interface SandboxLocation {
   sandboxId: string;
   teamId: string;
+  /** The host it runs on, when it has one. */
+  hostId?: string;
   status: SandboxStatus;
   envdAccessToken: string | null;
   /** Opens the sandbox's own ports (not envd's); null (a sandbox made before it existed) opens none. */
@@ -27,6 +43,15 @@ export interface SandboxLocation {
   hostProxy?: HostProxy;
   /** Why hostProxy is missing although the sandbox runs (its host has no agent or proxy). */
   unreachable?: string;
+  /** The sandbox's address, where envd answers this process directly (its host is this machine and says it runs). */
+  envdDirect?: { address: string };
+}
+
+/** Whether a host's agent, at `hostname`, shares this machine's loopback (and so its routes to sandboxes). */
+export function isLoopbackHost(hostname: string): boolean {
+  if (hostname === "localhost") return true;
+  if (isIP(hostname) === 4) return hostname.startsWith("127.");
+  return hostname === "::1";
 }
 
 export class SandboxLocator {
@@ -35,7 +60,13 @@ export class SandboxLocator {
   private readonly pending = new Map<string, Promise<SandboxLocation | undefined>>();
 
   constructor(
-    private readonly options: { sandboxes: SandboxRepository; registry: HostRegistry; ttlMs?: number },
+    private readonly options: {
+      sandboxes: SandboxRepository;
+      registry: HostRegistry;
+      ttlMs?: number;
+      /** Reach envd at the sandbox's address when its host is this machine (default true). */
+      direct?: boolean;
+    },
   ) {
     this.entries = new LRUCache({ max: 50_000, ttl: options.ttlMs ?? SANDBOX_LOCATION_TTL_MS });
   }
@@ -66,14 +97,21 @@ export class SandboxLocator {
       status: row.status,
       envdAccessToken: row.envdAccessToken,
       trafficAccessToken: row.trafficAccessToken,
+      hostId: row.hostId ?? undefined,
     };
     if (row.status !== "running") return location;
     if (!row.hostId) return { ...location, unreachable: "it has no host" };
     try {
-      const { host } = await this.options.registry.connect(row.hostId);
+      const { host, client } = await this.options.registry.connect(row.hostId);
       const { baseUrl, token } = this.options.registry.proxyEndpoint(host);
       const url = new URL(baseUrl);
       location.hostProxy = { hostname: url.hostname.replace(/^\[(.*)\]$/, "$1"), port: Number(url.port || 80), token };
+      const direct = (this.options.direct ?? true) && isLoopbackHost(location.hostProxy.hostname);
+      // Only a sandbox with its own envd token: envd then refuses a request meant for another sandbox.
+      if (direct && row.envdAccessToken && (row.timeoutSec === 0 || row.timeoutSec >= DIRECT_MIN_TIMEOUT_SEC)) {
+        const ping = await callAgent(client.pingSandbox({ sandboxId }, { timeoutMs: PING_TIMEOUT_MS }), row.hostId).catch(() => undefined);
+        if (ping?.status === "running" && ping.sandboxAddress) location.envdDirect = { address: ping.sandboxAddress };
+      }
     } catch (err) {
       return { ...location, unreachable: (err as Error).message };
     }

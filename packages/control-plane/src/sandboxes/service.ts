@@ -107,11 +107,14 @@ export interface SandboxServiceOptions {
   hooks?: SandboxServiceHooks;
 }
 
+/** Told a sandbox's id and its new status (undefined when a compare-and-set found it already changed). */
+export type StatusListener = (sandboxId: string, status: SandboxStatus | undefined) => void;
+
 export class SandboxService {
   private readonly repos: Repositories;
   private readonly log: Logger;
   private readonly running = new RunningSandboxCache();
-  private readonly statusListeners: Array<(sandboxId: string) => void> = [];
+  private readonly statusListeners: Array<StatusListener> = [];
 
   constructor(private readonly options: SandboxServiceOptions) {
     this.repos = createRepositories(options.db);
@@ -252,16 +255,23 @@ export class SandboxService {
     const changed = await transitionSandbox(this.options.db, sandboxId, change);
     if (changed) this.running.saw(changed);
     else this.running.forget(sandboxId);
-    for (const listener of this.statusListeners) listener(sandboxId);
+    for (const listener of this.statusListeners) listener(sandboxId, changed?.status);
     return changed;
   }
 
   /**
    * Calls `listener` with the sandbox's id after every status change this service makes (or tries:
-   * a failed compare-and-set means someone else changed it), e.g. to drop what a cache holds of it.
+   * a failed compare-and-set means someone else changed it) and every one the reconciler makes
+   * (changedElsewhere), e.g. to drop what a cache holds of it.
    */
-  onStatusChange(listener: (sandboxId: string) => void): void {
+  onStatusChange(listener: StatusListener): void {
     this.statusListeners.push(listener);
+  }
+
+  /** A status change made outside this service (the reconciler's): caches drop the sandbox. */
+  changedElsewhere(sandboxId: string, status: SandboxStatus): void {
+    this.running.forget(sandboxId);
+    for (const listener of this.statusListeners) listener(sandboxId, status);
   }
 
   /** The team's running sandbox, from what this control plane saw lately when it can (see RunningSandboxCache). */

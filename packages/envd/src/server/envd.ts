@@ -21,6 +21,8 @@ export interface EnvdOptions {
   port: number;
   host?: string;
   log?: Logger;
+  /** Required in X-Access-Token from the first request on, until /init replaces it. */
+  accessToken?: string;
 }
 
 export interface RunningEnvd {
@@ -32,7 +34,7 @@ export interface RunningEnvd {
 /** Starts envd: Connect RPC (process, filesystem) and the HTTP endpoints on one port. */
 export async function startEnvd(options: EnvdOptions): Promise<RunningEnvd> {
   const log = options.log ?? pino({ name: "envd" });
-  const context: EnvdContext = { defaults: initialDefaults(), log };
+  const context: EnvdContext = { defaults: { ...initialDefaults(), accessToken: options.accessToken || undefined }, log };
   const processes = new ProcessRegistry(context);
   const watchers = new WatcherRegistry(context);
 

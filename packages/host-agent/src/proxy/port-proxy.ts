@@ -7,15 +7,14 @@
 // Bodies stream both ways with backpressure (only a small body is read whole first, so that it can
 // be replayed: @wrenn/http-relay's replay.ts), and a streaming response is forwarded chunk by chunk
 // as it arrives.
-// Connections to sandbox ports are kept alive per sandbox (connections.ts): a fresh TCP connect
+// Connections to sandbox ports are kept alive per sandbox (@wrenn/http-relay's SandboxConnections): a fresh TCP connect
 // into gVisor's netstack costs milliseconds on every call otherwise.
 import { createHash, timingSafeEqual } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
-import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, type Refusal, refuseOnResponse, refuseOnSocket, watchReuse } from "@wrenn/http-relay";
+import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, type Refusal, refuseOnResponse, refuseOnSocket, SandboxConnections, watchReuse } from "@wrenn/http-relay";
 import { logger } from "../logging/logger.js";
-import { SandboxConnections } from "./connections.js";
 import { InvalidRouteError, routeOf, type ProxyRoute } from "./route.js";
 
 const log = logger.child({ component: "port-proxy" });

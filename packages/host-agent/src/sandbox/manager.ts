@@ -241,9 +241,8 @@ export class SandboxManager {
       // Replaces the default chain in one atomic batch; the sandbox has run nothing of anyone's yet.
       await this.options.firewall.addSandbox(warm.network, parseEgressRules(record.allowOut, record.denyOut), new Cleanup());
     }
-    if (Object.keys(plan.envVars).length > 0 || record.envdAccessToken) {
-      await warm.envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken || undefined, defaultUser: record.defaultUser });
-    }
+    // Always: the claimed sandbox's token (or none, if its creator asked for none) replaces the boot token.
+    await warm.envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser });
     await writeRecord(warm.dir, record);
     warm.fromWarmPool = true;
     this.register(warm);
@@ -362,6 +361,10 @@ export class SandboxManager {
     const { templates, pool, firewall } = this.options;
     const dir = path.join(this.sandboxesDir, record.runtimeId);
     const cleanup = new Cleanup();
+    // envd answers only to this until /init: a request that reaches the address first (one meant for
+    // a sandbox that had it before) is refused. A warm sandbox keeps it as its token until claimed.
+    const bootToken = randomBytes(24).toString("hex");
+    if (record.warm) record.envdAccessToken = bootToken;
     return cleanup.undoOnFailure(async () => {
       record.slot = pool.allocate(); // SlotsExhaustedError is a HostCapacityError: resource_exhausted
       cleanup.defer(`release slot ${record.slot}`, () => pool.release(record.slot));
@@ -391,16 +394,19 @@ export class SandboxManager {
           hostname: record.id,
           vcpus: record.vcpus,
           memoryMb: record.memoryMb,
+          envdBootToken: bootToken,
         },
         cleanup,
       );
       phase("runtimeBoot");
-      const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, defaultUser: record.defaultUser });
+      const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, accessToken: bootToken, defaultUser: record.defaultUser });
       cleanup.defer("close envd client", () => envd.close());
       await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
       phase("envdReady");
-      if (Object.keys(plan.envVars).length > 0 || record.envdAccessToken) {
-        await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken || undefined, defaultUser: record.defaultUser });
+      // The sandbox's own token replaces the boot token ("" leaves envd open, as the creator asked);
+      // a warm sandbox keeps its boot token until it is claimed.
+      if (record.envdAccessToken !== bootToken || Object.keys(plan.envVars).length > 0) {
+        await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser });
       }
       await writeRecord(dir, record);
       phase("initAndRecord");

@@ -194,8 +194,9 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
     }),
 
     pingSandbox: unary(async (req) => {
-      manager.touch(manager.get(req.sandboxId));
-      return {};
+      const sandbox = manager.get(req.sandboxId);
+      manager.touch(sandbox);
+      return { status: sandbox.record.status, sandboxAddress: sandbox.network.sandboxAddress };
     }),
 
     setSandboxTimeout: unary(async (req) => {

@@ -35,7 +35,16 @@ export interface BootRequest {
   vcpus: number;
   /** Memory for everything the sandbox holds, in MiB. */
   memoryMb: number;
+  /**
+   * The token envd requires from its first request (ENVD_BOOT_TOKEN_ENV), until the host's /init
+   * replaces it: no envd is ever open to whoever reaches its address first. The manager always
+   * sets it; a driver test may leave envd open.
+   */
+  envdBootToken?: string;
 }
+
+/** The environment variable that gives envd its first access token (packages/envd/src/main.ts reads and removes it). */
+export const ENVD_BOOT_TOKEN_ENV = "WRENN_ENVD_ACCESS_TOKEN";
 
 export type RuntimeStatus = "running" | "paused" | "stopped";
 

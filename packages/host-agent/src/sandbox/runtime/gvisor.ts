@@ -14,7 +14,7 @@ import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
 import { detectCgroupLayout, readCgroupLimitHits } from "../metrics/cgroup.js";
-import { ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeProbe, type RuntimeSandbox, type RuntimeStatus } from "./driver.js";
+import { ENVD_BOOT_TOKEN_ENV, ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeProbe, type RuntimeSandbox, type RuntimeStatus } from "./driver.js";
 
 const RUN_TIMEOUT_MS = 30_000;
 const CONTROL_TIMEOUT_MS = 10_000;
@@ -59,6 +59,8 @@ export interface SpecRequest extends GvisorLimits {
   rootfsDir: string;
   netnsPath?: string;
   hostname?: string;
+  /** envd's first access token (BootRequest.envdBootToken). */
+  envdBootToken?: string;
 }
 
 /** Idle, a sandbox holds ~50 host tasks; 40 sleeping guest processes ~420. */
@@ -128,6 +130,7 @@ export class GvisorRuntime implements RuntimeDriver {
       rootfsDir: request.rootfs.path,
       netnsPath: request.netnsPath,
       hostname: request.hostname,
+      envdBootToken: request.envdBootToken,
       vcpus: request.vcpus,
       memoryMb: request.memoryMb,
       pidsLimit: this.config.pidsLimit,
@@ -335,7 +338,7 @@ export function ociSpec(options: SpecRequest & { args: string[]; envdDir: string
         inheritable: SANDBOX_CAPABILITIES,
       },
       noNewPrivileges: false,
-      env: [`PATH=${SANDBOX_PATH}`, "HOME=/root"],
+      env: [`PATH=${SANDBOX_PATH}`, "HOME=/root", ...(options.envdBootToken ? [`${ENVD_BOOT_TOKEN_ENV}=${options.envdBootToken}`] : [])],
       cwd: "/",
     },
     root: { path: options.rootfsDir, readonly: false },

@@ -1,7 +1,10 @@
-// Kept-alive connections from the port proxy to sandboxes, pooled per sandbox so that a sandbox's
-// connections go with it: a later sandbox given the same address never inherits one.
+// Kept-alive connections to sandboxes (the host's port proxy; the edge proxy's direct path to envd),
+// pooled per sandbox so that a sandbox's connections go with it: a later sandbox given the same
+// address never inherits one.
 import http from "node:http";
-import { ENVD_PORT } from "../sandbox/runtime/driver.js";
+
+/** envd's port in every sandbox (E2B's). */
+const ENVD_PORT = 49983;
 
 /**
  * envd's server closes idle connections after 65 s (packages/envd/src/server/listen.ts); ours are
