@@ -1,16 +1,18 @@
 // `make up`: the whole stack in the foreground. Starts the host agent, waits for it to listen,
 // starts the control plane with that agent as its local host, relays both logs (pretty, prefixed
 // [agent] / [api]) and prints the API's URL and admin key once ready, with the three `export` lines
-// that point the e2b SDK at this Wrenn. Ctrl-C stops the control plane, then the agent; sandboxes
-// keep running and the next `make up` takes them back.
+// that point the e2b SDK at this Wrenn and the dashboard's URL, user and password. Ctrl-C stops the
+// control plane, then the agent; sandboxes keep running and the next `make up` takes them back.
 // Usage: node --import tsx scripts/up.ts [--data-dir .data] [--warm-pool base=2] [-- <more host agent flags>]
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { prettyFactory } from "pino-pretty";
+import { ADMIN_PASSWORD_FILE, ADMIN_USER_EMAIL } from "../packages/control-plane/src/bootstrap.js";
 import { e2bKeyFor } from "../packages/control-plane/src/db/api-keys.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -116,8 +118,17 @@ agent.on("exit", (code, signal) => {
 });
 
 say("starting the control plane");
+const controlPlaneDataDir = path.join(dataDir, "control-plane");
+/** The first admin user's password, which the control plane saved at its first start (bootstrap.ts). */
+function dashboardPassword(): string {
+  try {
+    return readFileSync(path.join(controlPlaneDataDir, ADMIN_PASSWORD_FILE), "utf8").trim();
+  } catch {
+    return `(not saved: ${ADMIN_USER_EMAIL}'s password was changed since the first start)`;
+  }
+}
 controlPlane = start(["packages/control-plane/src/main.ts"], {
-  WRENN_DATA_DIR: path.join(dataDir, "control-plane"),
+  WRENN_DATA_DIR: controlPlaneDataDir,
   WRENN_LOCAL_AGENT: `127.0.0.1:${agentPort}`,
   WRENN_LOCAL_AGENT_TOKEN_FILE: path.join(agentDataDir, "host-token"),
 });
@@ -135,7 +146,9 @@ relay(controlPlane.stdout!, PREFIX.api, (line) => {
     // The edge proxy serves envd on the API's own port (routing by the SDK's E2b-Sandbox-* headers),
     // so one URL is both; the e2b_ alias suits every e2b SDK, including those that check the key's shape.
     const e2b = [`export E2B_API_URL=${url}`, `export E2B_SANDBOX_URL=${url}`, `export E2B_API_KEY=${e2bKeyFor(key)}`];
-    console.log(`\nAPI: ${url}\nAPI key: ${key}\n\n# the e2b SDK (npm e2b, Python e2b) against this Wrenn:\n${e2b.join("\n")}\n`);
+    // The control plane printed its lines after its first-start setup, so the password file is there.
+    const dashboard = [`Dashboard: ${url}/`, `Dashboard user: ${ADMIN_USER_EMAIL}`, `Dashboard password: ${dashboardPassword()}`];
+    console.log(`\nAPI: ${url}\nAPI key: ${key}\n\n# the e2b SDK (npm e2b, Python e2b) against this Wrenn:\n${e2b.join("\n")}\n\n${dashboard.join("\n")}\n`);
     say("Wrenn is up. Ctrl-C stops it.");
   }
   return true;

@@ -2,8 +2,9 @@
 // builds the `base` template (progress shown), starts the agent and the control plane, prints the
 // API URL and admin key, and the three `export E2B_…` lines with which the unmodified e2b SDK
 // creates a `base` sandbox, runs Python and moves files in it; a sandbox made through the API runs
-// Python; Ctrl-C (SIGINT to make's process group, as a terminal sends it) stops everything cleanly;
-// a second `make up` on the same data dir prints the same key and takes the sandbox back.
+// Python; the dashboard's URL, user and password are printed and sign in; Ctrl-C (SIGINT to make's
+// process group, as a terminal sends it) stops everything cleanly; a second `make up` on the same
+// data dir prints the same key and dashboard password and takes the sandbox back.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -164,6 +165,12 @@ describe("make up", { skip }, () => {
     return { E2B_API_URL: await value("E2B_API_URL"), E2B_SANDBOX_URL: await value("E2B_SANDBOX_URL"), E2B_API_KEY: await value("E2B_API_KEY") };
   }
 
+  /** The three dashboard lines (`Dashboard: <url>/`, `Dashboard user: …`, `Dashboard password: …`), each alone on its line. */
+  async function dashboardLines(run: UpRun, timeoutMs: number): Promise<{ url: string; user: string; password: string }> {
+    const value = async (label: string) => (await run.line(new RegExp(`^${label}: (\\S+)$`), timeoutMs))[1]!;
+    return { url: await value("Dashboard"), user: await value("Dashboard user"), password: await value("Dashboard password") };
+  }
+
   /** Runs `body` with exactly these E2B_* variables in the environment (as a user's shell after pasting them). */
   async function withEnvironment<T>(variables: Record<string, string>, body: () => Promise<T>): Promise<T> {
     const saved = Object.fromEntries(Object.keys(process.env).filter((name) => name.startsWith("E2B_")).map((name) => [name, process.env[name]]));
@@ -243,6 +250,20 @@ describe("make up", { skip }, () => {
     // The lines a user pastes to point the e2b SDK here: the API serves envd too (edge proxy), the key is the admin key's e2b alias.
     const exports = await e2bExports(first, 5_000);
     assert.deepEqual(exports, { E2B_API_URL: url, E2B_SANDBOX_URL: url, E2B_API_KEY: e2bKeyFor(key) });
+
+    // The dashboard's lines: its URL, the first admin user and a password that signs in to the admin team.
+    const dashboard = await dashboardLines(first, 5_000);
+    assert.equal(dashboard.url, `${url}/`);
+    assert.equal(dashboard.user, "admin@wrenn.local");
+    assert.match(dashboard.password, /^[A-Za-z0-9]{20}$/);
+    const signIn = await fetch(`${url}/v1/auth/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: dashboard.user, password: dashboard.password }),
+    });
+    const session = (await signIn.json()) as Json;
+    assert.equal(signIn.status, 200, JSON.stringify(session));
+    assert.equal(session.team.isAdmin, true);
     await withEnvironment(exports, async () => {
       const sandbox = await Sandbox.create(); // no template: the SDK asks for `base`, which make up built
       try {
@@ -296,6 +317,7 @@ describe("make up", { skip }, () => {
     const second = makeUp();
     const again = await ready(second, START_MS);
     assert.deepEqual(again, { url, key });
+    assert.deepEqual(await dashboardLines(second, 5_000), dashboard, "the same dashboard lines, password included");
     assert.match(second.output(), /^build-base-template: .*\/agent\/templates\/base already built$/m);
     const state = await waitFor("the sandbox to be running again", async () => {
       const got = await call("GET", sandbox);

@@ -6,6 +6,7 @@ import { HostTemplateRepository } from "./host-templates.js";
 import { HostRepository } from "./hosts.js";
 import { MetricsRepository } from "./metrics.js";
 import { SandboxRepository } from "./sandboxes.js";
+import { SessionRepository } from "./sessions.js";
 import { TeamRepository } from "./teams.js";
 import { TemplateBuildRepository } from "./template-builds.js";
 import { TemplateRepository } from "./templates.js";
@@ -19,6 +20,7 @@ export interface Repositories {
   hostTemplates: HostTemplateRepository;
   metrics: MetricsRepository;
   sandboxes: SandboxRepository;
+  sessions: SessionRepository;
   teams: TeamRepository;
   templates: TemplateRepository;
   templateBuilds: TemplateBuildRepository;
@@ -34,6 +36,7 @@ export function createRepositories(db: Db): Repositories {
     hostTemplates: new HostTemplateRepository(db),
     metrics: new MetricsRepository(db),
     sandboxes: new SandboxRepository(db),
+    sessions: new SessionRepository(db),
     teams: new TeamRepository(db),
     templates: new TemplateRepository(db),
     templateBuilds: new TemplateBuildRepository(db),

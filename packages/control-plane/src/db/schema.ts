@@ -102,6 +102,34 @@ export const apiKeys = pgTable(
   (table) => [index("api_keys_team_id_idx").on(table.teamId)],
 );
 
+/**
+ * Dashboard sign-ins (db/sessions.ts, api/auth.ts): a user's (user_id) or an API key's (api_key_id) session in
+ * one team, found by the sha256 of the cookie's random id; the id itself is never stored.
+ */
+export const sessions = pgTable(
+  "sessions",
+  {
+    /** sha256 of the cookie's value, hex. */
+    id: text("id").primaryKey(),
+    userId: uuid("user_id").references(() => users.id, { onDelete: "cascade" }),
+    apiKeyId: uuid("api_key_id").references(() => apiKeys.id, { onDelete: "cascade" }),
+    teamId: uuid("team_id").notNull().references(() => teams.id, { onDelete: "cascade" }),
+    /** What a cookie-authenticated request that changes something must echo in X-CSRF-Token. */
+    csrfToken: text("csrf_token").notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestampMs("expires_at").notNull(),
+    lastSeenAt: timestampMs("last_seen_at").notNull().defaultNow(),
+    ip: text("ip"),
+    userAgent: text("user_agent"),
+  },
+  (table) => [
+    index("sessions_user_id_idx").on(table.userId),
+    index("sessions_api_key_id_idx").on(table.apiKeyId),
+    index("sessions_expires_at_idx").on(table.expiresAt),
+    check("sessions_subject_check", sql`(user_id IS NULL) <> (api_key_id IS NULL)`),
+  ],
+);
+
 export const hosts = pgTable(
   "hosts",
   {
@@ -320,6 +348,7 @@ export type Team = typeof teams.$inferSelect;
 export type User = typeof users.$inferSelect;
 export type TeamMember = typeof teamMembers.$inferSelect;
 export type ApiKey = typeof apiKeys.$inferSelect;
+export type Session = typeof sessions.$inferSelect;
 export type Host = typeof hosts.$inferSelect;
 export type Template = typeof templates.$inferSelect;
 export type HostTemplate = typeof hostTemplates.$inferSelect;

@@ -3,6 +3,7 @@
 import type { RouteModules } from "../deps.js";
 import { apiKeyRoutes } from "./api-keys.js";
 import { auditRoutes } from "./audit.js";
+import { authRoutes } from "./auth.js";
 import { fileRoutes } from "./files.js";
 import { healthRoutes } from "./health.js";
 import { hostRoutes } from "./hosts.js";
@@ -13,6 +14,6 @@ import { templateRoutes } from "./templates.js";
 import { usageRoutes } from "./usage.js";
 
 export const routeModules: RouteModules = {
-  v1: [teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, templateRoutes, hostRoutes],
+  v1: [authRoutes, teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, templateRoutes, hostRoutes],
   root: [healthRoutes],
 };
