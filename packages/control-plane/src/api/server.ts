@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import rateLimit from "@fastify/rate-limit";
+import websocket from "@fastify/websocket";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type RawServerDefault } from "fastify";
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import { recordAudit } from "./audit-recorder.js";
@@ -65,6 +66,8 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
 
   await registerOpenApi(app, { version: packageVersion, publicUrl: deps.config.publicUrl });
   await app.register(rateLimit, { global: false, hook: "preHandler" });
+  // WebSocket routes (`websocket: true`) hear only the upgrades the edge proxy leaves to the API.
+  await app.register(websocket, { options: { maxPayload: 1 << 20, ...(edgeProxy ? { server: edgeProxy.apiUpgrades } : {}) } });
   const rateLimiters: RateLimiters = {
     sandboxCreate: perKeyRateLimit(app, deps.config.sandboxCreateRateLimit, "sandbox creates"),
   };

@@ -11,9 +11,10 @@ import { sandboxLogRoutes } from "./sandbox-logs.js";
 import { sandboxRoutes } from "./sandboxes.js";
 import { teamRoutes } from "./teams.js";
 import { templateRoutes } from "./templates.js";
+import { terminalRoutes } from "./terminal.js";
 import { usageRoutes } from "./usage.js";
 
 export const routeModules: RouteModules = {
-  v1: [authRoutes, teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, templateRoutes, hostRoutes],
+  v1: [authRoutes, teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, terminalRoutes, templateRoutes, hostRoutes],
   root: [healthRoutes],
 };
