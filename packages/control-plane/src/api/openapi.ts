@@ -18,16 +18,18 @@ export async function registerOpenApi(app: FastifyInstance, options: OpenApiOpti
       info: {
         title: "Wrenn API",
         version: options.version,
-        description: "Self-hosted sandboxes for untrusted code. Authenticate with an API key in the X-API-Key header.",
+        description: "Self-hosted sandboxes for untrusted code. Authenticate with an API key in the X-API-Key header (the dashboard: a session cookie from POST /v1/auth/login).",
       },
       servers: options.publicUrl ? [{ url: options.publicUrl }] : [],
       components: {
         securitySchemes: {
           apiKey: { type: "apiKey", in: "header", name: "X-API-Key" },
           bearer: { type: "http", scheme: "bearer" },
+          // The dashboard's: set by POST /v1/auth/login; mutations also need X-CSRF-Token.
+          session: { type: "apiKey", in: "cookie", name: "wrenn_session" },
         },
       },
-      security: [{ apiKey: [] }, { bearer: [] }],
+      security: [{ apiKey: [] }, { bearer: [] }, { session: [] }],
     },
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
