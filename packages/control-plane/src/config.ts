@@ -41,6 +41,8 @@ export interface ControlPlaneConfig {
    * WRENN_EDGE_DIRECT=false sends everything through the host's port proxy. Default true.
    */
   edgeDirect?: boolean;
+  /** How long the edge proxy trusts a running sandbox's location without a read (default 3 s; no variable: for tests). */
+  edgeLocationTtlMs?: number;
   /** An agent on this machine to add as a host at start, without a registration token (`make up`). */
   localAgent: { address: string; tokenFile: string } | undefined;
 }

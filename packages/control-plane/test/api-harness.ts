@@ -39,6 +39,8 @@ export interface ApiHarnessOptions {
   /** One agent per entry: an address pool inside 10.241.0.0/16 and an nftables table, both unique to the caller. */
   agents: Array<{ pool: string; table: string }>;
   config?: Partial<ControlPlaneConfig>;
+  /** How often the reconciler runs (default 1 s). */
+  reconcileIntervalMs?: number;
 }
 
 export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest> {
@@ -68,7 +70,7 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest
     // interval, at most 3 s, as in production). At 1 s, a control plane or agent stalled for a
     // second on a busy machine (another test file beside this one) missed a beat, and a missed beat
     // drops the host's connection with every call in flight on it (a create then fails with 503).
-    const orchestration = createOrchestration({ db: database.db, secretKey: randomBytes(32), logger, heartbeatIntervalMs: 3000, reconcileIntervalMs: 1000 });
+    const orchestration = createOrchestration({ db: database.db, secretKey: randomBytes(32), logger, heartbeatIntervalMs: 3000, reconcileIntervalMs: options.reconcileIntervalMs ?? 1000 });
     undo.push(() => orchestration.stop());
     for (const agent of agents) await orchestration.hosts.addLocalHost(agent.address, agent.agent.token);
     orchestration.start();

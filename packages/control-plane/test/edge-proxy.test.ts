@@ -206,7 +206,8 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
   }
 
   before(async () => {
-    stack = await startApi({ database: "pglite", agents: [AGENT] });
+    // Everything through the host's port proxy: this file tests that path (edge-direct.test.ts the direct one).
+    stack = await startApi({ database: "pglite", agents: [AGENT], config: { edgeDirect: false } });
     port = Number(new URL(stack.url).port);
     ({ id: sandboxId, envdAccessToken: accessToken, trafficAccessToken: trafficToken } = await createSandbox(stack.teamA));
     // The echo server, uploaded through the proxy, started in the background inside the sandbox.

@@ -393,6 +393,26 @@ describe("access token", () => {
     assert.equal((await fetch(`${envd.url}/envs`)).status, 200);
   });
 
+  test("a token given at start (WRENN_ENVD_ACCESS_TOKEN) is required from the first request, hidden from processes, and /init replaces it", async () => {
+    const booted = await startEnvdProcess({ env: { WRENN_ENVD_ACCESS_TOKEN: "boot-token" } });
+    try {
+      assert.equal((await fetch(`${booted.url}/health`)).status, 204);
+      assert.equal((await fetch(`${booted.url}/envs`)).status, 401, "open before /init");
+      await expectCode(booted.process.list({}), Code.Unauthenticated);
+      assert.equal((await booted.init({ accessToken: "mine" })).status, 401, "anyone may /init");
+      const headers = { "X-Access-Token": "boot-token" };
+      const env = await collect(booted.process.start({ process: { cmd: "/usr/bin/env", args: [] } }, { headers }));
+      const stdout = env.map((r) => (r.event?.event.case === "data" && r.event.event.value.output.case === "stdout" ? Buffer.from(r.event.event.value.output.value).toString() : "")).join("");
+      assert.ok(stdout.includes("PATH="), stdout);
+      assert.ok(!stdout.includes("WRENN_ENVD_ACCESS_TOKEN"), "a process inherited the boot token");
+      assert.equal((await booted.init({ accessToken: "sandbox-token" }, headers)).status, 204);
+      assert.equal((await fetch(`${booted.url}/envs`, { headers })).status, 401, "the boot token still opens envd");
+      assert.equal((await fetch(`${booted.url}/envs`, { headers: { "X-Access-Token": "sandbox-token" } })).status, 200);
+    } finally {
+      await booted.stop();
+    }
+  });
+
   test("/init rejects bodies that are not what it expects", async () => {
     const post = (body: string) => fetch(`${envd.url}/init`, { method: "POST", headers: { "content-type": "application/json" }, body });
     assert.equal((await post("{nope")).status, 400);

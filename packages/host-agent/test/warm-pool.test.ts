@@ -7,6 +7,7 @@ import { readFile, readdir } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runCommand } from "../src/exec/command.js";
+import { SlotAllocator } from "../src/sandbox/network/slots.js";
 import type { SandboxRecord } from "../src/sandbox/record.js";
 import { TEST_TEMPLATE, codeOf, removeDataDir, skipAgent, startAgentProcess, text, waitForWarmPool, type AgentUnderTest } from "./agent-harness.js";
 
@@ -93,6 +94,28 @@ describe("a host agent with a warm pool", { skip: skipAgent }, () => {
     await agent.client.destroySandbox({ sandboxId: "warm1" });
     assert.ok(!existsSync(path.join(agent.dataDir, "sandboxes", record.runtimeId)));
     assert.ok(!(await namespaces()).includes(`wrenn-${record.runtimeId}`));
+  });
+
+  test("a pooled sandbox's envd answers only to its boot token; claimed without a token it is open, as asked", async () => {
+    await waitForWarm(agent, 2);
+    const pooled = (await records(agent)).filter((r) => r.warm);
+    assert.equal(pooled.length, 2);
+    for (const record of pooled) {
+      seen.add(record.runtimeId);
+      const address = new SlotAllocator(POOL).addresses(record.slot).sandboxAddress;
+      // Anyone reaching the address of a sandbox nobody has claimed yet (a request meant for the
+      // sandbox that had it before, say) is refused.
+      assert.equal((await fetch(`http://${address}:49983/health`)).status, 204);
+      assert.equal((await fetch(`http://${address}:49983/envs`)).status, 401, `pooled ${record.runtimeId} is open`);
+      assert.ok(record.envdAccessToken.length >= 32, "the record keeps the boot token for a restarted agent");
+    }
+    const created = await agent.client.createSandbox({ sandboxId: "open1", template: TEST_TEMPLATE, envdAccessToken: "" });
+    assert.equal(created.fromWarmPool, true);
+    assert.equal((await fetch(`http://${created.hostIp}:49983/envs`)).status, 200, "claimed with no token: open");
+    const result = await agent.client.exec({ sandboxId: "open1", cmd: "/bin/sh", args: ["-c", "echo ok"] });
+    assert.equal(text(result.stdout), "ok\n");
+    await remember();
+    await agent.client.destroySandbox({ sandboxId: "open1" });
   });
 
   test("another shape boots its own, and a full host gives pooled sandboxes back before refusing", async () => {

@@ -384,7 +384,7 @@ export class EdgeProxy {
 
 /** The edge proxy for an API built with the sandbox and host services, else undefined (tests of other routes). */
 export function createEdgeProxy(
-  deps: { repos: Repositories; logger: Logger; config: { domain: string; edgeDirect?: boolean }; services: { hosts?: HostRegistry; sandboxes?: SandboxService } },
+  deps: { repos: Repositories; logger: Logger; config: { domain: string; edgeDirect?: boolean; edgeLocationTtlMs?: number }; services: { hosts?: HostRegistry; sandboxes?: SandboxService } },
   authCache: AuthCache,
 ): EdgeProxy | undefined {
   if (!deps.services.hosts) return undefined;
@@ -395,6 +395,7 @@ export function createEdgeProxy(
     registry: deps.services.hosts,
     logger: deps.logger,
     direct: deps.config.edgeDirect ?? true,
+    locationTtlMs: deps.config.edgeLocationTtlMs,
   });
   // A pause or destroy (through the API, or found by the reconciler) reaches the proxy at once, not after its cache's TTL.
   deps.services.sandboxes?.onStatusChange((sandboxId, status) => proxy.forget(sandboxId, status));
