@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { loadConfig } from "../src/config.js";
 import { startApi, type ApiUnderTest } from "./api-harness.js";
-import { skipAgent, TEST_TEMPLATE, text, waitFor } from "./orchestration-harness.js";
+import { connectEnvelope, skipAgent, TEST_TEMPLATE, text, waitFor } from "./orchestration-harness.js";
 
 const AGENT = { pool: "10.235.0.0/26", table: "wrenn_t_direct" };
 const ENVD = 49983;
@@ -141,7 +141,7 @@ describe("the edge proxy straight to envd", { skip: skipAgent }, () => {
       const started = await toEnvd(a.id, {
         path: "/process.Process/Start",
         headers: { ...withKey(), "content-type": "application/connect+json", "connect-protocol-version": "1" },
-        body: envelope({ process: { cmd: "/bin/sh", args: ["-c", "touch /tmp/planted-start"] } }),
+        body: connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", "touch /tmp/planted-start"] } }),
       });
       const statted = await stat(a.id);
       for (const [what, reply] of Object.entries({ small, large, signed, started, statted })) {
@@ -192,7 +192,7 @@ describe("the edge proxy straight to envd", { skip: skipAgent }, () => {
         resolve,
       );
       req.on("error", reject);
-      req.end(envelope({ process: { cmd: "/bin/sh", args: ["-c", "sleep 120"] } }));
+      req.end(connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", "sleep 120"] } }));
     });
     assert.equal(res.statusCode, 200);
     const ended = new Promise<number>((resolve) => {
@@ -208,11 +208,3 @@ describe("the edge proxy straight to envd", { skip: skipAgent }, () => {
     assert.ok(endedAt - killedAt < 10_000);
   });
 });
-
-/** A Connect stream request body: one envelope (flags 0, big-endian length, JSON). */
-function envelope(message: unknown): Buffer {
-  const json = Buffer.from(JSON.stringify(message));
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(json.length, 1);
-  return Buffer.concat([head, json]);
-}

@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { WebSocket } from "ws";
 import { startApi, type ApiTeam, type ApiUnderTest } from "./api-harness.js";
-import { skipAgent, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
+import { connectEnvelope, skipAgent, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -118,14 +118,6 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
     return { id: created.id, envdAccessToken: created.envdAccessToken, trafficAccessToken: created.trafficAccessToken };
   }
 
-  /** A Connect server-stream request body: one envelope (flags 0, big-endian length, JSON). */
-  function envelope(message: unknown): Buffer {
-    const json = Buffer.from(JSON.stringify(message));
-    const head = Buffer.alloc(5);
-    head.writeUInt32BE(json.length, 1);
-    return Buffer.concat([head, json]);
-  }
-
   /** Process.Start through the proxy; yields each stream message as it arrives, with its arrival time. */
   async function* startProcess(command: string, headers: Record<string, string>): AsyncGenerator<{ message: Json; at: number }> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
@@ -141,7 +133,7 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
         resolve,
       );
       req.on("error", reject);
-      req.end(envelope({ process: { cmd: "/bin/sh", args: ["-c", command] }, stdin: false }));
+      req.end(connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", command] }, stdin: false }));
     });
     assert.equal(res.statusCode, 200);
     assert.equal(res.headers["content-type"], "application/connect+json");
@@ -433,7 +425,7 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
         method: "POST",
         path: "/process.Process/Start",
         headers: { ...route, ...traffic, "content-type": "application/connect+json", "connect-protocol-version": "1" },
-        body: envelope({ process: { cmd: "/bin/sh", args: ["-c", "touch /tmp/by-traffic-token"] }, stdin: false }),
+        body: connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", "touch /tmp/by-traffic-token"] }, stdin: false }),
       });
       assert.equal(start.status, 401, start.text);
       const files = await send({ path: "/files?path=/tmp/echo.js", headers: { ...route, ...traffic } });

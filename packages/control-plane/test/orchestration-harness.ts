@@ -141,3 +141,11 @@ export async function codeOf(call: Promise<unknown>): Promise<string> {
     throw err;
   }
 }
+
+/** A Connect stream request body with one JSON message: one envelope (flags 0, big-endian length, JSON). */
+export function connectEnvelope(message: unknown): Buffer {
+  const json = Buffer.from(JSON.stringify(message));
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(json.length, 1);
+  return Buffer.concat([head, json]);
+}
