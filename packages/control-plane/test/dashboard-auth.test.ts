@@ -272,6 +272,56 @@ for (const run of runs) {
       assert.equal((await login({ email: user.email, password: user.password }, newAddress())).status, 200, "another address is not limited");
     });
 
+    test("members: a team key adds a new user with a password and an existing one without; members cannot manage; the last owner stays; a removed member's session ends", async () => {
+      const key = api.teamA.key;
+      const email = `new-${randomBytes(3).toString("hex")}@example.com`;
+      const password = `pw-${randomBytes(8).toString("hex")}`;
+      assert.equal((await request("POST", "/v1/teams/current/members", { key, body: { email } })).status, 400, "a new email needs a password");
+      assert.equal((await request("POST", "/v1/teams/current/members", { key, body: { email, password: "short" } })).status, 400);
+      const added = await request("POST", "/v1/teams/current/members", { key, body: { email, password, role: "owner" } });
+      assert.equal(added.status, 201, JSON.stringify(added.body));
+      assert.deepEqual({ ...added.body, userId: undefined, createdAt: undefined }, { email, role: "owner", userId: undefined, createdAt: undefined });
+      assert.equal((await request("POST", "/v1/teams/current/members", { key, body: { email, password } })).status, 409, "an existing account keeps its password");
+      const listed = await request("GET", "/v1/teams/current/members", { key });
+      assert.deepEqual(listed.body.map((m: Json) => m.email).sort(), [email, user.email].sort());
+
+      // The new owner signs in; the plain member cannot manage members, with or without CSRF trouble.
+      const owner = await login({ email, password });
+      assert.equal(owner.status, 200);
+      const member = await login({ email: user.email, password: user.password });
+      const byMember = await request("POST", "/v1/teams/current/members", { cookie: member.cookie, csrf: member.body.csrfToken, body: { email: "x@example.com", password } });
+      assert.equal(byMember.status, 403, JSON.stringify(byMember.body));
+      const removeLastOwner = await request("DELETE", `/v1/teams/current/members/${added.body.userId}`, { cookie: owner.cookie, csrf: owner.body.csrfToken });
+      assert.equal(removeLastOwner.status, 409, JSON.stringify(removeLastOwner.body));
+      const removeMember = await request("DELETE", `/v1/teams/current/members/${user.id}`, { cookie: owner.cookie, csrf: owner.body.csrfToken });
+      assert.equal(removeMember.status, 204, JSON.stringify(removeMember.body));
+      assert.equal((await request("GET", "/v1/sandboxes", { cookie: member.cookie })).status, 401, "the removed member's session still works");
+      // Back in the team for the other tests.
+      await api.repos.teams.addMember(api.teamA.teamId, user.id, "member");
+      await api.repos.teams.removeMember(api.teamA.teamId, added.body.userId);
+    });
+
+    test("a user changes their password: the current one is checked, the old one stops working, their other sessions end", async () => {
+      const email = `pw-${randomBytes(3).toString("hex")}@example.com`;
+      const first = `pw-${randomBytes(8).toString("hex")}`;
+      const second = `pw-${randomBytes(8).toString("hex")}`;
+      const added = await request("POST", "/v1/teams/current/members", { key: api.teamA.key, body: { email, password: first } });
+      assert.equal(added.status, 201);
+      const here = await login({ email, password: first });
+      const elsewhere = await login({ email, password: first });
+      const change = (body: unknown, session = here) => request("POST", "/v1/auth/password", { cookie: session.cookie, csrf: session.body.csrfToken, body });
+      assert.equal((await change({ currentPassword: "wrong-password-1", newPassword: second })).status, 403);
+      assert.equal((await change({ currentPassword: first, newPassword: "short" })).status, 400);
+      assert.equal((await request("POST", "/v1/auth/password", { cookie: here.cookie, body: { currentPassword: first, newPassword: second } })).status, 403, "no CSRF token");
+      assert.equal((await request("POST", "/v1/auth/password", { key: api.teamA.key, body: { currentPassword: first, newPassword: second } })).status, 403, "an API key has no password");
+      assert.equal((await change({ currentPassword: first, newPassword: second })).status, 204);
+      assert.equal((await request("GET", "/v1/auth/session", { cookie: here.cookie })).status, 200, "this session goes on");
+      assert.equal((await request("GET", "/v1/auth/session", { cookie: elsewhere.cookie })).status, 401, "the other session ended");
+      assert.equal((await login({ email, password: first })).status, 401);
+      assert.equal((await login({ email, password: second })).status, 200);
+      await api.repos.teams.removeMember(api.teamA.teamId, added.body.userId);
+    });
+
     test("the routes are in /openapi.json", async () => {
       const document = await request("GET", "/openapi.json");
       for (const route of ["/v1/auth/login", "/v1/auth/session", "/v1/auth/logout"]) assert.ok(document.body.paths[route], route);

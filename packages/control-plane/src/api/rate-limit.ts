@@ -3,9 +3,11 @@ import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from
 import type { RateLimit } from "../config.js";
 import { WrennError } from "../errors.js";
 
-/** Budgets are per API key; a request without one (public routes) is counted by client IP. */
+/** Budgets are per API key, or per dashboard user; a request with neither (public routes) is counted by client IP. */
 function rateLimitKey(request: FastifyRequest): string {
-  return (request.auth as Partial<typeof request.auth> | null)?.apiKeyId ?? `ip:${request.ip}`;
+  const auth = request.auth as Partial<typeof request.auth> | null;
+  if (auth?.apiKeyId) return auth.apiKeyId;
+  return auth?.userId ? `user:${auth.userId}` : `ip:${request.ip}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Dashboard sessions: a signed-in user (or API key) in one team, behind an opaque cookie. Only the
 // sha256 of the cookie's value is stored, so a copy of the database signs nobody in.
 import { createHash, randomBytes } from "node:crypto";
-import { and, eq, gt, isNull, lte, or } from "drizzle-orm";
+import { and, eq, gt, isNull, lte, ne, or } from "drizzle-orm";
 import type { Db } from "./database.js";
 import { apiKeys, sessions, teamMembers, teams, type Session, type Team } from "./schema.js";
 
@@ -84,9 +84,13 @@ export class SessionRepository {
     return rows.length > 0;
   }
 
-  /** Ends every session of a user (a password change, a removed account). */
-  async deleteForUser(userId: string): Promise<number> {
-    const rows = await this.db.delete(sessions).where(eq(sessions.userId, userId)).returning({ id: sessions.id });
+  /** Ends every session of a user (a password change, a removed account), but `keep` if given. */
+  async deleteForUser(userId: string, keep?: string): Promise<number> {
+    const mine = eq(sessions.userId, userId);
+    const rows = await this.db
+      .delete(sessions)
+      .where(keep ? and(mine, ne(sessions.id, keep)) : mine)
+      .returning({ id: sessions.id });
     return rows.length;
   }
 

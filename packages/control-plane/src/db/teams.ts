@@ -1,7 +1,7 @@
 // Teams and who belongs to them.
 import { and, eq } from "drizzle-orm";
 import type { Db } from "./database.js";
-import { PLATFORM_TEAM_ID, teamMembers, teams, type Team, type TeamMember, type TeamRole } from "./schema.js";
+import { PLATFORM_TEAM_ID, teamMembers, teams, users, type Team, type TeamMember, type TeamRole } from "./schema.js";
 
 export class TeamRepository {
   constructor(private readonly db: Db) {}
@@ -77,6 +77,17 @@ export class TeamRepository {
 
   async listMembers(teamId: string): Promise<TeamMember[]> {
     return this.db.select().from(teamMembers).where(eq(teamMembers.teamId, teamId)).orderBy(teamMembers.createdAt);
+  }
+
+  /** The team's members with their emails, oldest first. */
+  async listMembersWithEmail(teamId: string): Promise<Array<TeamMember & { email: string }>> {
+    const rows = await this.db
+      .select({ member: teamMembers, email: users.email })
+      .from(teamMembers)
+      .innerJoin(users, eq(users.id, teamMembers.userId))
+      .where(eq(teamMembers.teamId, teamId))
+      .orderBy(teamMembers.createdAt);
+    return rows.map(({ member, email }) => ({ ...member, email }));
   }
 
   /** The teams a user belongs to, with the user's role in each. */

@@ -10,7 +10,8 @@ import { auditEntryFor } from "../audit-recorder.js";
 import { checkCsrf, clearedSessionCookie, resolveApiKey, resolveSession, sessionAuth, sessionCookie, sessionToken, type RequestAuth } from "../auth.js";
 import type { RouteModule } from "../deps.js";
 import { errorResponses } from "../error-responses.js";
-import { prepareDummyHash, verifyAgainstDummy, verifyPassword } from "../passwords.js";
+import { hashPassword, prepareDummyHash, verifyAgainstDummy, verifyPassword } from "../passwords.js";
+import { NewPassword } from "./members.js";
 
 /** Sign-in attempts per client IP: enough for typos, too few to guess passwords. */
 export const LOGIN_RATE_LIMIT = { max: 10, windowMs: 60_000 } as const;
@@ -150,6 +151,32 @@ export const authRoutes: RouteModule = async (app, { deps, authCache }) => {
       const auth = token ? await resolveSession(repos, request, reply, token) : undefined;
       if (!auth) throw new WrennError("unauthenticated", "Not signed in, or the session has expired; sign in with POST /v1/auth/login.");
       return view(auth);
+    },
+  );
+
+  app.post(
+    "/auth/password",
+    {
+      config: { auditAction: "auth.password" },
+      schema: {
+        tags: ["auth"],
+        summary: "Change the signed-in user's password; the user's other sessions end",
+        operationId: "changePassword",
+        body: z.strictObject({ currentPassword: z.string().min(1).max(1024), newPassword: NewPassword }).meta({ id: "ChangePasswordRequest" }),
+        response: { 204: z.null().meta({ description: "Changed" }), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const { userId, session } = request.auth;
+      if (!userId) throw new WrennError("forbidden", "Only a signed-in dashboard user has a password to change (this request came with an API key).");
+      const user = await repos.users.get(userId);
+      if (!user || !(await verifyPassword(request.body.currentPassword, user.passwordHash))) {
+        throw new WrennError("forbidden", "The current password is wrong.");
+      }
+      await repos.users.setPasswordHash(userId, await hashPassword(request.body.newPassword));
+      await repos.sessions.deleteForUser(userId, session?.id);
+      request.auditResource = { type: "user", id: userId };
+      return reply.code(204).send(null);
     },
   );
 

@@ -7,6 +7,7 @@ import { authRoutes } from "./auth.js";
 import { fileRoutes } from "./files.js";
 import { healthRoutes } from "./health.js";
 import { hostRoutes } from "./hosts.js";
+import { memberRoutes } from "./members.js";
 import { sandboxLogRoutes } from "./sandbox-logs.js";
 import { sandboxRoutes } from "./sandboxes.js";
 import { teamRoutes } from "./teams.js";
@@ -15,6 +16,6 @@ import { terminalRoutes } from "./terminal.js";
 import { usageRoutes } from "./usage.js";
 
 export const routeModules: RouteModules = {
-  v1: [authRoutes, teamRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, terminalRoutes, templateRoutes, hostRoutes],
+  v1: [authRoutes, teamRoutes, memberRoutes, apiKeyRoutes, auditRoutes, usageRoutes, sandboxRoutes, sandboxLogRoutes, fileRoutes, terminalRoutes, templateRoutes, hostRoutes],
   root: [healthRoutes],
 };
