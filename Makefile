@@ -13,6 +13,8 @@ help:
 	@echo "make gen    regenerate protobuf code from proto/"
 	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, the control plane, the edge proxy)"
 	@echo "make base-template  build the Debian 'base' template (cached)"
+	@echo "make dashboard      build the web dashboard (packages/dashboard/dist, served by the control plane at /)"
+	@echo "make screenshots    regenerate docs/screenshots/*.png of every dashboard page (chromium)"
 
 # npm packages, installed once per package-lock change. Not `npm ci`: npm 11's ci rejects this
 # lockfile over other platforms' optional binaries even when freshly generated; install honours it.
@@ -45,18 +47,30 @@ ENVD_BUILT := build/opt-wrenn/envd.argv
 $(ENVD_BUILT): $(NODE_MODULES_STAMP) scripts/build-envd.sh packages/envd/package.json $(shell find packages/envd/src -type f) | system-deps
 	bash scripts/build-envd.sh
 
+# The dashboard SPA (packages/dashboard: React, Vite), built into its dist/ only when its sources
+# change; the control plane serves it at / (src/api/dashboard-static.ts).
+DASHBOARD_BUILT := packages/dashboard/dist/index.html
+$(DASHBOARD_BUILT): $(NODE_MODULES_STAMP) packages/dashboard/package.json packages/dashboard/index.html packages/dashboard/vite.config.ts $(shell find packages/dashboard/src -type f)
+	cd packages/dashboard && npx vite build --logLevel warn
+
+dashboard: $(DASHBOARD_BUILT)
+
+# docs/screenshots/<page>.png: every page in headless chromium against a real stack (as root: it runs sandboxes).
+screenshots: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
+	node --import tsx scripts/screenshots.ts
+
 # The whole stack in the foreground, as root (scripts/up.ts): the host agent (data in .data/agent,
 # RPC on 127.0.0.1:5008, port proxy on 127.0.0.1:5009, two `base` sandboxes kept warm), then the
 # control plane (embedded database in .data/control-plane, API on 127.0.0.1:8080 or WRENN_PORT)
 # with that agent as its host. Prints the API URL and admin key; Ctrl-C stops both.
 # More host agent flags: make up UP_AGENT_FLAGS="--pool 10.201.0.0/16 --port 5108 --proxy-port 5109".
-up: deps $(ENVD_BUILT) base-template
+up: deps $(ENVD_BUILT) $(DASHBOARD_BUILT) base-template
 	node --import tsx scripts/up.ts --data-dir $(WRENN_DATA_DIR) -- $(UP_AGENT_FLAGS)
 
-test: deps system-deps $(ENVD_BUILT)
+test: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
 	bash scripts/test.sh
 
-bench: envd bench-envd bench-agent bench-control-plane bench-proxy
+bench: envd bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard
 
 bench-envd: envd
 	node --import tsx bench/envd/run.ts
@@ -70,4 +84,8 @@ bench-control-plane: deps envd
 bench-proxy: deps system-deps envd
 	node --import tsx bench/proxy/run.ts
 
-.PHONY: help deps system-deps gen typecheck envd base-template up test bench bench-envd bench-agent bench-control-plane bench-proxy
+# The dashboard in chromium: click "Create" → terminal prompt (p50 of 10) beside the API's create → first exec; the JS bundle's gzipped size.
+bench-dashboard: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
+	node --import tsx bench/dashboard/run.ts
+
+.PHONY: help deps system-deps gen typecheck envd base-template dashboard screenshots up test bench bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard

@@ -4,7 +4,8 @@ set -euo pipefail
 # postgresql-15: the control plane runs a private PostgreSQL cluster in its data dir (its embedded
 # database; make up); the tests run each DB case on one too.
 # bash-static: /bin/bash of the tests' `busybox-bash` template (the e2b SDK runs every command in bash).
-packages=(tini busybox-static bash-static runsc iproute2 nftables e2fsprogs util-linux mmdebstrap postgresql-15 tmux)
+# chromium: the dashboard's end-to-end tests and screenshots drive it headless (playwright-core).
+packages=(tini busybox-static bash-static runsc iproute2 nftables e2fsprogs util-linux mmdebstrap postgresql-15 tmux chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -11,6 +11,7 @@ import { AuthCache } from "./auth-cache.js";
 import type { ApiDeps, RateLimiters, RouteModules } from "./deps.js";
 import { errorHandler, notFoundHandler } from "./error-responses.js";
 import { createEdgeProxy } from "../proxy/edge-proxy.js";
+import { dashboardStatic } from "./dashboard-static.js";
 import { registerOpenApi } from "./openapi.js";
 import { perKeyRateLimit } from "./rate-limit.js";
 import { RequestLog } from "./request-log.js";
@@ -65,6 +66,7 @@ export async function buildApi(deps: ApiDeps, modules: RouteModules = routeModul
   });
 
   await registerOpenApi(app, { version: packageVersion, publicUrl: deps.config.publicUrl });
+  await dashboardStatic(app); // the dashboard SPA at / and /ui/* (dashboard-static.ts)
   await app.register(rateLimit, { global: false, hook: "preHandler" });
   // WebSocket routes (`websocket: true`) hear only the upgrades the edge proxy leaves to the API.
   await app.register(websocket, { options: { maxPayload: 1 << 20, ...(edgeProxy ? { server: edgeProxy.apiUpgrades } : {}) } });

@@ -1,0 +1,150 @@
+// API keys: create (the secret is shown once, with a copy button), revoke, last used.
+import { useState, type FormEvent } from "react";
+import { api, errorMessage, type ApiKey } from "../api.ts";
+import { ago, Async, copyText, Dialog, ErrorBox, useConfirm, useLoad, useNow } from "../ui.tsx";
+
+export function ApiKeys() {
+  const confirm = useConfirm();
+  const now = useNow(10_000);
+  const [creating, setCreating] = useState(false);
+  const keys = useLoad((signal) => api<ApiKey[]>("GET", "/v1/api-keys", undefined, { signal }), []);
+  const revoke = (key: ApiKey) =>
+    confirm.ask({
+      title: "Revoke API key",
+      body: (
+        <p>
+          Revoke <strong>{key.name}</strong> (<code>{key.prefix}…</code>)? Requests with it fail from now on.
+        </p>
+      ),
+      action: "Revoke",
+      danger: true,
+      run: async () => {
+        await api("DELETE", `/v1/api-keys/${key.id}`);
+        keys.reload();
+      },
+    });
+  return (
+    <>
+      <div className="page-head">
+        <h1>API keys</h1>
+        <span className="spacer" />
+        <button className="primary" onClick={() => setCreating(true)}>
+          + New key
+        </button>
+      </div>
+      <div className="section">
+        <Async state={keys} what="Loading keys">
+          {(list) =>
+            list.length === 0 ? (
+              <div className="empty">No keys yet.</div>
+            ) : (
+              <div className="table-wrap">
+                <table aria-label="API keys">
+                  <thead>
+                    <tr>
+                      <th>Name</th>
+                      <th>Key</th>
+                      <th className="hide-sm">Created</th>
+                      <th>Last used</th>
+                      <th />
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {list.map((k) => (
+                      <tr key={k.id} data-key={k.name}>
+                        <td>{k.name}</td>
+                        <td className="mono dim">{k.prefix}…</td>
+                        <td className="dim hide-sm">{ago(k.createdAt, now)}</td>
+                        <td className="dim">{k.lastUsedAt ? ago(k.lastUsedAt, now) : "never"}</td>
+                        <td className="actions">
+                          {k.revokedAt ? (
+                            <span className="badge revoked">revoked</span>
+                          ) : (
+                            <button className="small danger" onClick={() => revoke(k)} aria-label={`Revoke ${k.name}`}>
+                              Revoke
+                            </button>
+                          )}
+                        </td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+            )
+          }
+        </Async>
+      </div>
+      {creating && <CreateKeyDialog onClose={() => setCreating(false)} onCreated={keys.reload} />}
+      {confirm.element}
+    </>
+  );
+}
+
+function CreateKeyDialog({ onClose, onCreated }: { onClose: () => void; onCreated: () => void }) {
+  const [name, setName] = useState("");
+  const [secret, setSecret] = useState<string>();
+  const [copied, setCopied] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(undefined);
+    try {
+      const created = await api<{ secret: string }>("POST", "/v1/api-keys", { name });
+      setSecret(created.secret);
+      onCreated();
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  if (secret) {
+    return (
+      <Dialog title="Key created" open onClose={onClose}>
+        <div className="stack">
+          <p className="dim" style={{ margin: 0 }}>
+            Copy it now: this is the only time the secret is shown.
+          </p>
+          <div className="secret" data-testid="new-key-secret">
+            {secret}
+          </div>
+          <div className="buttons">
+            <button
+              onClick={() =>
+                void copyText(secret)
+                  .then(() => setCopied(true))
+                  .catch(() => undefined)
+              }
+            >
+              {copied ? "Copied" : "Copy"}
+            </button>
+            <button className="primary" onClick={onClose} autoFocus>
+              Done
+            </button>
+          </div>
+        </div>
+      </Dialog>
+    );
+  }
+  return (
+    <Dialog title="New API key" open onClose={onClose}>
+      <form className="stack" onSubmit={(event) => void submit(event)}>
+        <label className="field">
+          Name
+          <input name="name" value={name} onChange={(e) => setName(e.target.value)} placeholder="ci, laptop, …" maxLength={100} required autoFocus />
+        </label>
+        {error && <ErrorBox error={error} />}
+        <div className="buttons">
+          <button type="button" onClick={onClose} disabled={busy}>
+            Cancel
+          </button>
+          <button className="primary" type="submit" disabled={busy}>
+            {busy ? "Creating…" : "Create"}
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
