@@ -55,15 +55,26 @@ async function sideBySide(label: string, proxied: () => Promise<unknown>, direct
   const viaProxy: number[] = [];
   const straight: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    viaProxy.push(await timed(proxied));
-    straight.push(await timed(direct));
+    // Which goes first alternates, so neither side always follows the other's wake-ups.
+    if (i % 2 === 0) {
+      viaProxy.push(await timed(proxied));
+      straight.push(await timed(direct));
+    } else {
+      straight.push(await timed(direct));
+      viaProxy.push(await timed(proxied));
+    }
   }
   const proxy = summary(viaProxy);
   const directStats = summary(straight);
   const overheadMs = { p50: +(proxy.p50 - directStats.p50).toFixed(2), p95: +(proxy.p95 - directStats.p95).toFixed(2) };
+  // Each pair's own difference: a call that starts a process in gVisor varies by tens of ms from
+  // one call to the next, so the difference of two p50s moves by several ms from run to run;
+  // the distribution of per-pair differences is the proxy's own cost, call by call.
+  const paired = summary(viaProxy.map((took, i) => took - straight[i]!));
+  const pairedOverheadMs = { p50: +paired.p50.toFixed(2), p95: +paired.p95.toFixed(2) };
   console.log(`${label} direct to envd: p50 ${ms(directStats.p50)}, p95 ${ms(directStats.p95)}; via the edge proxy: p50 ${ms(proxy.p50)}, p95 ${ms(proxy.p95)} (n=${RUNS})`);
-  console.log(`${label} proxy overhead: p50 ${ms(overheadMs.p50)}, p95 ${ms(overheadMs.p95)}`);
-  return { proxy, direct: directStats, overheadMs };
+  console.log(`${label} proxy overhead: p50s' difference ${ms(overheadMs.p50)}, p95s' ${ms(overheadMs.p95)}; per pair: p50 ${ms(pairedOverheadMs.p50)}, p95 ${ms(pairedOverheadMs.p95)}`);
+  return { proxy, direct: directStats, overheadMs, pairedOverheadMs };
 }
 
 async function main(): Promise<void> {

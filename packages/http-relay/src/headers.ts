@@ -1,6 +1,6 @@
-// Which of a message's headers may pass a proxy, and the raw head written to a socket that left
-// the HTTP server (an upgrade).
-import { STATUS_CODES, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http";
+// Which of a message's headers may pass a proxy, how a relayed response's head is written, and the
+// raw head written to a socket that left the HTTP server (an upgrade).
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 
 /**
  * Connection-level headers (RFC 9110 §7.6.1) belong to one hop; `expect` is answered by the
@@ -40,4 +40,15 @@ export function rawHead(status: number, statusMessage: string | undefined, rawHe
   let head = `HTTP/1.1 ${status} ${statusMessage || STATUS_CODES[status] || ""}\r\n`;
   for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
   return `${head}\r\n`;
+}
+
+/**
+ * Writes the upstream's status and `headers` to the client. A response without a length (a Connect
+ * server stream, SSE, chunked) may send its headers long before its first message: they go at once.
+ * One with a length goes out with its first body bytes, in one write (one wake-up of the client,
+ * not two, per unary call).
+ */
+export function writeRelayedHead(res: ServerResponse, upstreamRes: IncomingMessage, headers: OutgoingHttpHeaders): void {
+  res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage || undefined, headers);
+  if (upstreamRes.headers["content-length"] === undefined) res.flushHeaders();
 }

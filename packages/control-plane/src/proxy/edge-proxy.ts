@@ -25,7 +25,7 @@ import type { Socket } from "node:net";
 import { pipeline, type Duplex } from "node:stream";
 import type { FastifyServerFactory } from "fastify";
 import type { Logger } from "pino";
-import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, SandboxConnections, watchReuse } from "@wrenn/http-relay";
+import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, refuseOnResponse, refuseOnSocket, SandboxConnections, watchReuse, writeRelayedHead } from "@wrenn/http-relay";
 import { LRUCache } from "lru-cache";
 import type { AuthCache } from "../api/auth-cache.js";
 import type { Repositories } from "../db/repositories.js";
@@ -204,9 +204,7 @@ export class EdgeProxy {
       if (status === 404 && this.mayBeHostNotFound(upstreamRes)) return void this.answerNotFound(res, upstreamRes, route);
       // The host's proxy could not reach the port (or refused its token): look the sandbox up again next time.
       if (status === 502 || status === 401) this.locator.forget(route.sandboxId);
-      res.writeHead(status, upstreamRes.statusMessage || undefined, forwardable(upstreamRes.headers, false, NOT_FORWARDED));
-      // A server stream (Connect, SSE) may send its headers long before its first message.
-      res.flushHeaders();
+      writeRelayedHead(res, upstreamRes, forwardable(upstreamRes.headers, false, NOT_FORWARDED));
       pipeline(upstreamRes, res, () => {});
     });
     upstream.on("error", (err: NodeJS.ErrnoException) => {

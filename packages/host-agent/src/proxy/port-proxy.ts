@@ -13,7 +13,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import { pipeline } from "node:stream";
 import type { Duplex } from "node:stream";
-import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, type Refusal, refuseOnResponse, refuseOnSocket, SandboxConnections, watchReuse } from "@wrenn/http-relay";
+import { forwardable, HOP_BY_HOP_HEADERS, limitConnect, rawHead, readReplayableBody, type Refusal, refuseOnResponse, refuseOnSocket, SandboxConnections, watchReuse, writeRelayedHead } from "@wrenn/http-relay";
 import { logger } from "../logging/logger.js";
 import { InvalidRouteError, routeOf, type ProxyRoute } from "./route.js";
 
@@ -131,9 +131,7 @@ export async function startPortProxy(options: PortProxyOptions): Promise<PortPro
     upstream.on("response", (upstreamRes) => {
       responded = true;
       const headers = forwardable(upstreamRes.headers, false, NOT_FORWARDED);
-      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage || undefined, headers);
-      // A server stream (Connect, SSE) may send its headers long before its first message.
-      res.flushHeaders();
+      writeRelayedHead(res, upstreamRes, headers);
       pipeline(upstreamRes, res, () => {});
     });
     upstream.on("error", (err: NodeJS.ErrnoException) => {
