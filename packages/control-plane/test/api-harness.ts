@@ -7,7 +7,7 @@ import { loadConfig, type ControlPlaneConfig } from "../src/config.js";
 import { openDatabase, type Database } from "../src/db/database.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
 import { createOrchestration, type Orchestration } from "../src/orchestration/orchestrator.js";
-import { removeAgent, restartAgent, startManagedAgent, type ManagedAgent } from "./orchestration-harness.js";
+import { removeAgent, restartAgent, startBashAgent, startManagedAgent, type ManagedAgent } from "./orchestration-harness.js";
 import { startPostgres, type PostgresCluster } from "./postgres-harness.js";
 
 export interface ApiTeam {
@@ -36,8 +36,11 @@ export interface ApiUnderTest {
 
 export interface ApiHarnessOptions {
   database: "pglite" | "postgres";
-  /** One agent per entry: an address pool inside 10.241.0.0/16 and an nftables table, both unique to the caller. */
-  agents: Array<{ pool: string; table: string }>;
+  /**
+   * One agent per entry: an address pool and an nftables table, both unique to the caller;
+   * `bashTemplate`: its data dir also holds BASH_TEMPLATE (orchestration-harness.ts).
+   */
+  agents: Array<{ pool: string; table: string; bashTemplate?: boolean }>;
   config?: Partial<ControlPlaneConfig>;
   /** How often the reconciler runs (default 1 s). */
   reconcileIntervalMs?: number;
@@ -61,8 +64,8 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiUnderTest
     const logger = pino({ level: process.env.WRENN_LOG_LEVEL ?? "silent" });
 
     const agents: ManagedAgent[] = [];
-    for (const [index, { pool, table }] of options.agents.entries()) {
-      agents.push(await startManagedAgent(pool, table));
+    for (const [index, { pool, table, bashTemplate }] of options.agents.entries()) {
+      agents.push(await (bashTemplate ? startBashAgent(pool, table) : startManagedAgent(pool, table)));
       // Whichever process holds the slot at close: a test may have restarted the agent.
       undo.push(() => removeAgent(agents[index]!));
     }

@@ -6,25 +6,20 @@
 // The SDK runs `/bin/bash -l -c <cmd>` and its terminal `/bin/bash -i -l`, so the sandboxes boot
 // `busybox-bash`: the tests' busybox template with Debian's bash-static as /bin/bash.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import http from "node:http";
 import type { LookupFunction } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { CommandExitError, FileType, NotFoundError, Sandbox, SandboxNotFoundError, TimeoutError, type SandboxOpts } from "e2b";
-import { TemplateStore, PLATFORM_TEAM_ID } from "../../host-agent/src/sandbox/storage/templates.js";
-import { newDataDir, removeDataDir } from "../../host-agent/test/agent-harness.js";
-import { BASH_STATIC, buildBashTemplate } from "../../host-agent/test/template.js";
 import { startApi, type ApiUnderTest } from "./api-harness.js";
-import { removeAgent, skipAgent, startManagedAgent, waitFor, type ManagedAgent } from "./orchestration-harness.js";
+import { BASH_TEMPLATE, skipBash, waitFor, type ManagedAgent } from "./orchestration-harness.js";
 
 const POOL = "10.251.1.0/24";
 const TABLE = "wrenn_hkb_sdk";
-const BASH_TEMPLATE = "busybox-bash";
 /** The port of busybox's httpd inside the sandbox, for getHost. */
 const HTTP_PORT = 8000;
 const NODE_IN_SANDBOX = "/opt/wrenn/lib/ld-linux-x86-64.so.2 --library-path /opt/wrenn/lib /opt/wrenn/lib/node";
 
-const skip = skipAgent || (!existsSync(BASH_STATIC) ? `needs ${BASH_STATIC} (make system-deps: Debian's bash-static)` : false);
+const skip = skipBash;
 
 /** Polls until `check` holds (output arrives asynchronously). */
 async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -55,26 +50,19 @@ function requestByHostName(url: string, init: { method?: string; headers?: Recor
 
 describe("the e2b SDK's envd calls against Wrenn (commands, PTY, files, getHost)", { skip }, () => {
   let stack: ApiUnderTest;
-  let dataDir: string | undefined;
   let agent: ManagedAgent | undefined;
   let sdk: Pick<SandboxOpts, "apiUrl" | "sandboxUrl" | "apiKey" | "requestTimeoutMs">;
   let sandbox: Sandbox;
 
   before(async () => {
-    stack = await startApi({ database: "pglite", agents: [] });
-    dataDir = await newDataDir();
-    await new TemplateStore(`${dataDir}/templates`).createFrom(BASH_TEMPLATE, { teamId: PLATFORM_TEAM_ID, kind: "base", metadata: {} }, buildBashTemplate);
-    agent = await startManagedAgent(POOL, TABLE, undefined, dataDir);
-    await stack.orchestration.hosts.addLocalHost(agent.address, agent.agent.token);
+    stack = await startApi({ database: "pglite", agents: [{ pool: POOL, table: TABLE, bashTemplate: true }] });
+    agent = stack.agents[0]!;
     sdk = { apiUrl: stack.url, sandboxUrl: stack.url, apiKey: stack.teamA.key, requestTimeoutMs: 60_000 };
     sandbox = await Sandbox.create(BASH_TEMPLATE, { ...sdk, timeoutMs: 600_000, envs: { SANDBOX_WIDE: "set at create" } });
   });
 
   after(async () => {
     await stack?.close();
-    // The agent's removal takes its data dir along; without an agent, the dir is still there.
-    if (agent) await removeAgent(agent);
-    else if (dataDir) await removeDataDir(dataDir, TABLE);
   });
 
   test("commands.run streams stdout and stderr to the callbacks as the command runs, and returns its exit code", async () => {

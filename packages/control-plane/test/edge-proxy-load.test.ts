@@ -14,16 +14,13 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Sandbox, type SandboxOpts } from "e2b";
 import { WebSocket } from "ws";
-import { PLATFORM_TEAM_ID, TemplateStore } from "../../host-agent/src/sandbox/storage/templates.js";
-import { newDataDir, removeDataDir, repoRoot } from "../../host-agent/test/agent-harness.js";
-import { BASH_STATIC, buildBashTemplate } from "../../host-agent/test/template.js";
+import { repoRoot } from "../../host-agent/test/agent-harness.js";
 import { startApi, type ApiUnderTest } from "./api-harness.js";
-import { removeAgent, skipAgent, startManagedAgent, waitFor, type ManagedAgent } from "./orchestration-harness.js";
+import { BASH_TEMPLATE, skipBash, waitFor, type ManagedAgent } from "./orchestration-harness.js";
 
 const POOL = "10.250.128.0/24";
 const TABLE = "wrenn_hkd_load";
 /** The SDK runs commands as `/bin/bash -l -c`: the busybox template with bash-static. */
-const BASH_TEMPLATE = "busybox-bash";
 const ENVD = 49983;
 /** The port of the load server inside each sandbox. */
 const SERVER_PORT = 9000;
@@ -32,7 +29,7 @@ const SERVER_DIR = "/tmp/load";
 const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures", "load-echo-server.cjs");
 const WS_PACKAGE = path.join(repoRoot, "node_modules", "ws");
 
-const skip = skipAgent || (!existsSync(BASH_STATIC) ? `needs ${BASH_STATIC} (make system-deps: Debian's bash-static)` : false);
+const skip = skipBash;
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -108,7 +105,6 @@ function messagesFor(count: number): Array<{ data: Buffer; binary: boolean }> {
 describe("the edge proxy under WebSocket and streaming load", { skip }, () => {
   let stack: ApiUnderTest;
   let port: number;
-  let dataDir: string | undefined;
   let agent: ManagedAgent | undefined;
   let sdk: Pick<SandboxOpts, "apiUrl" | "sandboxUrl" | "apiKey" | "requestTimeoutMs">;
   let targets: Target[];
@@ -233,12 +229,9 @@ describe("the edge proxy under WebSocket and streaming load", { skip }, () => {
   });
 
   before(async () => {
-    stack = await startApi({ database: "pglite", agents: [] });
+    stack = await startApi({ database: "pglite", agents: [{ pool: POOL, table: TABLE, bashTemplate: true }] });
     port = Number(new URL(stack.url).port);
-    dataDir = await newDataDir();
-    await new TemplateStore(`${dataDir}/templates`).createFrom(BASH_TEMPLATE, { teamId: PLATFORM_TEAM_ID, kind: "base", metadata: {} }, buildBashTemplate);
-    agent = await startManagedAgent(POOL, TABLE, undefined, dataDir);
-    await stack.orchestration.hosts.addLocalHost(agent.address, agent.agent.token);
+    agent = stack.agents[0]!;
     sdk = { apiUrl: stack.url, sandboxUrl: stack.url, apiKey: stack.teamA.key, requestTimeoutMs: 180_000 };
 
     const sandboxes = await Promise.all([0, 1].map(() => Sandbox.create(BASH_TEMPLATE, { ...sdk, timeoutMs: 900_000 })));
@@ -268,9 +261,6 @@ describe("the edge proxy under WebSocket and streaming load", { skip }, () => {
     const closing = Date.now();
     await stack?.close();
     assert.ok(Date.now() - closing < 30_000, `the API took ${Date.now() - closing} ms to close`);
-    // The agent's removal takes its data dir along; without an agent, the dir is still there.
-    if (agent) await removeAgent(agent);
-    else if (dataDir) await removeDataDir(dataDir, TABLE);
   });
 
   test(

@@ -1,6 +1,7 @@
 // The orchestration layer over an in-memory PGlite, with real host agents (child processes from
 // the host agent's own harness) added as local hosts.
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { pino } from "pino";
 import { WrennError } from "../src/errors.js";
 import { openDatabase, type Database } from "../src/db/database.js";
@@ -9,7 +10,9 @@ import type { Team } from "../src/db/schema.js";
 import type { PublicHost } from "../src/hosts/registry.js";
 import { createOrchestration, type Orchestration, type OrchestrationOptions } from "../src/orchestration/orchestrator.js";
 import type { SandboxServiceHooks } from "../src/sandboxes/service.js";
-import { removeDataDir, startAgentProcess, type AgentUnderTest } from "../../host-agent/test/agent-harness.js";
+import { TemplateStore, PLATFORM_TEAM_ID } from "../../host-agent/src/sandbox/storage/templates.js";
+import { newDataDir, removeDataDir, skipAgent, startAgentProcess, type AgentUnderTest } from "../../host-agent/test/agent-harness.js";
+import { BASH_STATIC, buildBashTemplate } from "../../host-agent/test/template.js";
 
 export { skipAgent, TEST_TEMPLATE } from "../../host-agent/test/agent-harness.js";
 export type { AgentUnderTest };
@@ -64,6 +67,25 @@ export interface ManagedAgent {
 export async function startManagedAgent(pool: string, table: string, port?: number, dataDir?: string): Promise<ManagedAgent> {
   const agent = await startAgentProcess({ pool, table, dataDir, args: port ? ["--port", String(port)] : [] });
   return { agent, pool, table, address: `127.0.0.1:${agent.port}` };
+}
+
+/**
+ * The tests' busybox template with Debian's bash-static as /bin/bash: the e2b SDK runs every
+ * command in bash (`bash -l -c`) and its terminal as `bash -i -l`.
+ */
+export const BASH_TEMPLATE = "busybox-bash";
+export const skipBash = skipAgent || (!existsSync(BASH_STATIC) ? `needs ${BASH_STATIC} (make system-deps: Debian's bash-static)` : false);
+
+/** An agent whose data dir holds BASH_TEMPLATE as a platform template (removeAgent takes the dir along). */
+export async function startBashAgent(pool: string, table: string): Promise<ManagedAgent> {
+  const dataDir = await newDataDir();
+  try {
+    await new TemplateStore(`${dataDir}/templates`).createFrom(BASH_TEMPLATE, { teamId: PLATFORM_TEAM_ID, kind: "base", metadata: {} }, buildBashTemplate);
+    return await startManagedAgent(pool, table, undefined, dataDir);
+  } catch (err) {
+    await removeDataDir(dataDir, table);
+    throw err;
+  }
 }
 
 export async function addAgent(controlPlane: ControlPlaneUnderTest, managed: ManagedAgent): Promise<PublicHost> {

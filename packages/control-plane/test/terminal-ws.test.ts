@@ -2,20 +2,15 @@
 // client against the API, a real host agent and a gVisor sandbox of `busybox-bash` (the tests'
 // busybox template with Debian's bash-static as /bin/bash), so the login shell is bash.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
-import { TemplateStore, PLATFORM_TEAM_ID } from "../../host-agent/src/sandbox/storage/templates.js";
-import { newDataDir, removeDataDir } from "../../host-agent/test/agent-harness.js";
-import { BASH_STATIC, buildBashTemplate } from "../../host-agent/test/template.js";
 import { startApi, type ApiTeam, type ApiUnderTest } from "./api-harness.js";
-import { removeAgent, skipAgent, startManagedAgent, waitFor, type ManagedAgent } from "./orchestration-harness.js";
+import { BASH_TEMPLATE, skipBash, waitFor, type ManagedAgent } from "./orchestration-harness.js";
 
 const POOL = "10.237.0.0/26";
 const TABLE = "wrenn_t_term";
-const BASH_TEMPLATE = "busybox-bash";
 
-const skip = skipAgent || (!existsSync(BASH_STATIC) ? `needs ${BASH_STATIC} (make system-deps: Debian's bash-static)` : false);
+const skip = skipBash;
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -35,7 +30,6 @@ interface Terminal {
 
 describe("the browser terminal over a WebSocket", { skip }, () => {
   let stack: ApiUnderTest;
-  let dataDir: string | undefined;
   let agent: ManagedAgent | undefined;
   let sandboxId: string;
   let envdAccessToken: string;
@@ -106,11 +100,8 @@ describe("the browser terminal over a WebSocket", { skip }, () => {
   const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
   before(async () => {
-    stack = await startApi({ database: "pglite", agents: [] });
-    dataDir = await newDataDir();
-    await new TemplateStore(`${dataDir}/templates`).createFrom(BASH_TEMPLATE, { teamId: PLATFORM_TEAM_ID, kind: "base", metadata: {} }, buildBashTemplate);
-    agent = await startManagedAgent(POOL, TABLE, undefined, dataDir);
-    await stack.orchestration.hosts.addLocalHost(agent.address, agent.agent.token);
+    stack = await startApi({ database: "pglite", agents: [{ pool: POOL, table: TABLE, bashTemplate: true }] });
+    agent = stack.agents[0]!;
     const response = await stack.call(stack.teamA, "POST", "/v1/sandboxes", { template: BASH_TEMPLATE, timeoutSec: 0 });
     const created = (await response.json()) as Json;
     assert.equal(response.status, 201, JSON.stringify(created));
@@ -121,9 +112,6 @@ describe("the browser terminal over a WebSocket", { skip }, () => {
   after(async () => {
     for (const ws of opened) ws.terminate();
     await stack?.close();
-    // The agent's removal takes its data dir along; without an agent, the dir is still there.
-    if (agent) await removeAgent(agent);
-    else if (dataDir) await removeDataDir(dataDir, TABLE);
   });
 
   test("a terminal runs a login bash in a PTY: typed input, output, resize and Ctrl-C", async () => {
