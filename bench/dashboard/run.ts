@@ -101,6 +101,7 @@ async function main(): Promise<void> {
   console.log(`| dashboard: click "Create" → usable terminal prompt | ${ms(p50.browser)} | ${ms(percentile(browserMs, 90))} |`);
   console.log(`| API: POST /v1/sandboxes → first exec answered | ${ms(p50.api)} | ${ms(percentile(apiMs, 90))} |`);
   console.log(`| the dashboard's own share (p50 difference) | ${ms(p50.browser - p50.api)} | |`);
+  console.log(`| ratio to the API's floor (p50s) | ${(p50.browser / p50.api).toFixed(2)}× | |`);
   console.log("");
   const verdict = bundle.gzipped < BUNDLE_GOAL_BYTES ? "under" : "OVER";
   console.log(`JS bundle: ${bundle.files.join(", ")}: ${(bundle.raw / 1000).toFixed(1)} kB, ${(bundle.gzipped / 1000).toFixed(1)} kB gzipped (${verdict} the ${BUNDLE_GOAL_BYTES / 1000} kB goal)`);

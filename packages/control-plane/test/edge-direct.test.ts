@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { loadConfig } from "../src/config.js";
 import { startApi, type ApiUnderTest } from "./api-harness.js";
-import { connectEnvelope, skipAgent, TEST_TEMPLATE, text, waitFor } from "./orchestration-harness.js";
+import { connectEnvelope, skipAgent, startProcessRequest, TEST_TEMPLATE, text, waitFor } from "./orchestration-harness.js";
 
 const AGENT = { pool: "10.235.0.0/26", table: "wrenn_t_direct" };
 const ENVD = 49983;
@@ -179,21 +179,7 @@ describe("the edge proxy straight to envd", { skip: skipAgent }, () => {
 
   test("a stream in flight on the direct route ends when the sandbox is killed", async () => {
     const sandbox = await create(0);
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.request(
-        {
-          host: "127.0.0.1",
-          port,
-          method: "POST",
-          path: "/process.Process/Start",
-          headers: { "e2b-sandbox-id": sandbox.id, "e2b-sandbox-port": String(ENVD), ...withKey(), "content-type": "application/connect+json", "connect-protocol-version": "1" },
-          agent: false,
-        },
-        resolve,
-      );
-      req.on("error", reject);
-      req.end(connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", "sleep 120"] } }));
-    });
+    const res = await startProcessRequest(port, { "e2b-sandbox-id": sandbox.id, "e2b-sandbox-port": String(ENVD), ...withKey() }, "sleep 120");
     assert.equal(res.statusCode, 200);
     const ended = new Promise<number>((resolve) => {
       res.on("data", () => undefined);

@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { WebSocket } from "ws";
 import { startApi, type ApiTeam, type ApiUnderTest } from "./api-harness.js";
-import { connectEnvelope, skipAgent, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
+import { connectEnvelope, skipAgent, startProcessRequest, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -120,21 +120,7 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
 
   /** Process.Start through the proxy; yields each stream message as it arrives, with its arrival time. */
   async function* startProcess(command: string, headers: Record<string, string>): AsyncGenerator<{ message: Json; at: number }> {
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.request(
-        {
-          host: "127.0.0.1",
-          port,
-          method: "POST",
-          path: "/process.Process/Start",
-          headers: { ...headers, "content-type": "application/connect+json", "connect-protocol-version": "1" },
-          agent: false,
-        },
-        resolve,
-      );
-      req.on("error", reject);
-      req.end(connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", command] }, stdin: false }));
-    });
+    const res = await startProcessRequest(port, headers, command);
     assert.equal(res.statusCode, 200);
     assert.equal(res.headers["content-type"], "application/connect+json");
     let buffered = Buffer.alloc(0);

@@ -2,6 +2,7 @@
 // the host agent's own harness) added as local hosts.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import http from "node:http";
 import { pino } from "pino";
 import { WrennError } from "../src/errors.js";
 import { openDatabase, type Database } from "../src/db/database.js";
@@ -162,6 +163,25 @@ export async function codeOf(call: Promise<unknown>): Promise<string> {
     if (err instanceof WrennError) return err.code;
     throw err;
   }
+}
+
+/** Process.Start of `sh -c <command>` as a Connect JSON server stream to 127.0.0.1:`port` (the API's: `headers` route it); the response, unread. */
+export function startProcessRequest(port: number, headers: Record<string, string>, command: string): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: "127.0.0.1",
+        port,
+        method: "POST",
+        path: "/process.Process/Start",
+        headers: { ...headers, "content-type": "application/connect+json", "connect-protocol-version": "1" },
+        agent: false,
+      },
+      resolve,
+    );
+    req.on("error", reject);
+    req.end(connectEnvelope({ process: { cmd: "/bin/sh", args: ["-c", command] }, stdin: false }));
+  });
 }
 
 /** A Connect stream request body with one JSON message: one envelope (flags 0, big-endian length, JSON). */
