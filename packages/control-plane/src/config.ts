@@ -4,6 +4,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
+import { DEFAULT_CONTROL_PLANE_NICE } from "./priority.js";
 import type { EmbeddedChoice } from "./db/database.js";
 
 export interface RateLimit {
@@ -41,6 +42,8 @@ export interface ControlPlaneConfig {
    * WRENN_EDGE_DIRECT=false sends everything through the host's port proxy. Default true.
    */
   edgeDirect?: boolean;
+  /** The control plane's niceness (-20..19; priority.ts): by default -10, ahead of the sandboxes; 0 keeps the default. */
+  nice: number;
   /** How long the edge proxy trusts a running sandbox's location without a read (default 3 s; no variable: for tests). */
   edgeLocationTtlMs?: number;
   /** An agent on this machine to add as a host at start, without a registration token (`make up`). */
@@ -65,6 +68,7 @@ const environment = z.object({
   WRENN_LOCAL_AGENT_TOKEN_FILE: z.string().min(1).optional(),
   WRENN_DOMAIN: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, "must be a domain name, e.g. wrenn.example.com").default("localhost"),
   WRENN_EDGE_DIRECT: z.enum(["true", "false", "1", "0"]).default("true"),
+  WRENN_NICE: z.coerce.number().int().min(-20).max(19).default(DEFAULT_CONTROL_PLANE_NICE),
 });
 
 /** Reads the configuration; throws naming the variable when one is malformed. Empty values count as unset. */
@@ -93,6 +97,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     secretKeyHex: values.WRENN_SECRET_KEY,
     domain: values.WRENN_DOMAIN.toLowerCase(),
     edgeDirect: values.WRENN_EDGE_DIRECT === "true" || values.WRENN_EDGE_DIRECT === "1",
+    nice: values.WRENN_NICE,
     localAgent:
       values.WRENN_LOCAL_AGENT && values.WRENN_LOCAL_AGENT_TOKEN_FILE
         ? { address: values.WRENN_LOCAL_AGENT, tokenFile: path.resolve(cwd, values.WRENN_LOCAL_AGENT_TOKEN_FILE) }

@@ -11,6 +11,7 @@ import { chooseEmbedded, openDatabase } from "./db/database.js";
 import { createRepositories } from "./db/repositories.js";
 import type { HostRegistry } from "./hosts/registry.js";
 import { createOrchestration } from "./orchestration/orchestrator.js";
+import { applyNice } from "./priority.js";
 
 /** How long the local agent may take to answer at start (it may still be booting its warm pool). */
 const LOCAL_AGENT_WAIT_MS = 60_000;
@@ -30,6 +31,10 @@ process.on("exit", () => {
 });
 const logger = pino({ name: "control-plane", level: config.logLevel }, logDestination);
 process.on("unhandledRejection", (err) => logger.fatal({ err }, "unhandled rejection"));
+
+// Ahead of the sandboxes on this host's CPUs (priority.ts); the embedded database inherits it.
+const nice = applyNice(config.nice, logger);
+if (nice !== 0) logger.info({ nice }, "CPU priority");
 
 const embedded = config.databaseUrl === undefined ? chooseEmbedded(config.dataDir, config.embeddedDatabase) : undefined;
 if (embedded?.reason) logger.warn({ reason: embedded.reason }, `embedded database: ${embedded.choice}`);

@@ -5,7 +5,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -17,6 +17,7 @@ import type { RouteModule } from "../src/api/deps.js";
 import { routeModules } from "../src/api/routes/index.js";
 import { buildApi, type Api } from "../src/api/server.js";
 import { loadConfig } from "../src/config.js";
+import { DEFAULT_CONTROL_PLANE_NICE } from "../src/priority.js";
 import { openDatabase, type Database } from "../src/db/database.js";
 import { e2bKeyFor } from "../src/db/api-keys.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
@@ -446,6 +447,12 @@ async function stopMain(child: ChildProcessWithoutNullStreams): Promise<number |
   return exited;
 }
 
+test("WRENN_NICE sets the control plane's niceness, -10 unless told; out of range is refused", () => {
+  assert.equal(loadConfig({}).nice, DEFAULT_CONTROL_PLANE_NICE);
+  assert.equal(loadConfig({ WRENN_NICE: "0" }).nice, 0);
+  assert.throws(() => loadConfig({ WRENN_NICE: "-21" }), /WRENN_NICE/);
+});
+
 describe("the control plane process", () => {
   let dataDir: string;
   const children: ChildProcessWithoutNullStreams[] = [];
@@ -471,6 +478,8 @@ describe("the control plane process", () => {
     assert.equal(team.slug, "admin");
     assert.equal(team.isAdmin, true);
     assert.equal((await stat(path.join(dataDir, "admin-api-key"))).mode & 0o777, 0o600);
+    // Ahead of the sandboxes in the CPU's queue (priority.ts), when it may be (root).
+    if (process.getuid?.() === 0) assert.equal(getPriority(first.child.pid!), DEFAULT_CONTROL_PLANE_NICE);
     assert.equal(await stopMain(first.child), 0, "SIGTERM stops it cleanly");
 
     const second = await startMain(port, dataDir);
