@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     page.setDefaultTimeout(60_000);
     const call = (method: string, url: string, body?: unknown) => stack.api.call(stack.admin.key, method, url, body);
 
-    // Something to look at: sandboxes in a few states, a team template, a build, keys.
+    // Something to look at: sandboxes in a few states, a team template, a build, keys, members.
     const created: string[] = [];
     for (const metadata of [{ app: "web" }, { app: "worker" }, { app: "batch" }]) {
       const response = await call("POST", "/v1/sandboxes", { template: BASH_TEMPLATE, memoryMb: 256, timeoutSec: 900, metadata });
@@ -48,6 +48,9 @@ async function main(): Promise<void> {
     await call("POST", "/v1/templates", { fromSandbox: created[1], name: "worker-snapshot", keepRunning: true });
     const build = (await (await call("POST", "/v1/templates", { baseTemplate: BASH_TEMPLATE, name: "with-tools", steps: ["echo installing tools", "mkdir -p /opt/tools && echo ok > /opt/tools/ready", "ls -la /opt/tools"] })).json()) as { id: string };
     for (const name of ["ci", "laptop"]) await call("POST", "/v1/api-keys", { name });
+    for (const [email, role] of [["dana@example.com", "admin"], ["lee@example.com", "member"]] as const) {
+      await call("POST", "/v1/teams/current/members", { email, role, password: `screenshot-password-${role}` });
+    }
     // A port to list: busybox httpd in the first sandbox.
     await call("POST", `/v1/sandboxes/${created[0]}/exec`, { cmd: "/bin/sh", args: ["-c", "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && busybox httpd -p 8080 -h /tmp/www"] });
     await call("POST", `/v1/sandboxes/${created[0]}/files/mkdir`, { path: "project" });
@@ -92,6 +95,10 @@ async function main(): Promise<void> {
     await page.getByRole("link", { name: "API keys" }).click();
     await page.locator('tr[data-key="laptop"]').waitFor();
     await shoot(page, "api-keys");
+
+    await page.getByRole("link", { name: "Team" }).click();
+    await page.locator('tr[data-member="lee@example.com"]').waitFor();
+    await shoot(page, "team");
 
     await page.getByRole("link", { name: "Usage" }).click();
     await page.locator('figure[data-chart="Sandbox hours per day"]').waitFor();

@@ -11,11 +11,13 @@ import { ApiKeys } from "./pages/ApiKeys.tsx";
 import { Usage } from "./pages/Usage.tsx";
 import { Audit } from "./pages/Audit.tsx";
 import { Hosts } from "./pages/Hosts.tsx";
+import { Team } from "./pages/Team.tsx";
 
 const NAV = [
   { to: "/ui/sandboxes", label: "Sandboxes" },
   { to: "/ui/templates", label: "Templates" },
   { to: "/ui/keys", label: "API keys" },
+  { to: "/ui/team", label: "Team" },
   { to: "/ui/usage", label: "Usage" },
   { to: "/ui/audit", label: "Audit log" },
   { to: "/ui/hosts", label: "Hosts", admin: true },
@@ -76,23 +78,26 @@ export function App() {
   return (
     <div className="shell">
       <aside className="sidebar">
-        <div className="brand">
-          <Logo />
-          WRENN
-        </div>
-        <nav className="nav" aria-label="Main">
-          {NAV.filter((item) => !item.admin || session.team.isAdmin).map((item) => (
-            <Link key={item.to} to={item.to} aria-current={path.startsWith(item.to) ? "page" : undefined}>
-              {item.label}
-            </Link>
-          ))}
-        </nav>
-        <div className="who">
-          <span title="Team">{session.team.name}</span>
-          {session.user && <span className="email faint">{session.user.email}</span>}
-          <button className="small ghost" onClick={() => void signOut()}>
-            Sign out
-          </button>
+        {/* The aside's background runs the page's whole height; its content stays in view. */}
+        <div className="sidebar-inner">
+          <div className="brand">
+            <Logo />
+            WRENN
+          </div>
+          <nav className="nav" aria-label="Main">
+            {NAV.filter((item) => !item.admin || session.team.isAdmin).map((item) => (
+              <Link key={item.to} to={item.to} aria-current={path.startsWith(item.to) ? "page" : undefined}>
+                {item.label}
+              </Link>
+            ))}
+          </nav>
+          <div className="who">
+            <span title="Team">{session.team.name}</span>
+            {session.user && <span className="email faint">{session.user.email}</span>}
+            <button className="small ghost" onClick={() => void signOut()}>
+              Sign out
+            </button>
+          </div>
         </div>
       </aside>
       <main className="main">
@@ -111,6 +116,7 @@ function Page({ path, session }: { path: string; session: Session }) {
   if (match("/ui/sandboxes", path)) return <SandboxList />;
   if (match("/ui/templates", path)) return <Templates />;
   if (match("/ui/keys", path)) return <ApiKeys />;
+  if (match("/ui/team", path)) return <Team session={session} />;
   if (match("/ui/usage", path)) return <Usage />;
   if (match("/ui/audit", path)) return <Audit />;
   if (match("/ui/hosts", path)) return session.team.isAdmin ? <Hosts /> : <ErrorBox error="Hosts are for admins only" />;

@@ -144,6 +144,13 @@ export interface ApiKey {
   lastUsedAt: string | null;
   revokedAt: string | null;
 }
+export type TeamRole = "owner" | "admin" | "member";
+export interface Member {
+  userId: string;
+  email: string;
+  role: TeamRole;
+  createdAt: string;
+}
 export interface UsageDay {
   day: string;
   sandboxSeconds: number;

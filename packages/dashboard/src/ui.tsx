@@ -1,5 +1,5 @@
-// Shared pieces: data loading with polling, loading/error states, dialogs, formatting.
-import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
+// Shared pieces: data loading with polling, loading/error states, tables, dialogs and forms, formatting.
+import { useCallback, useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { errorMessage } from "./api.ts";
 
 export interface Loaded<T> {
@@ -134,25 +134,17 @@ export interface ConfirmRequest {
 /** A confirmation dialog: `ask(request)` opens it; the action runs on confirm, errors show inside. */
 export function useConfirm(): { ask: (request: ConfirmRequest) => void; element: ReactNode } {
   const [request, setRequest] = useState<ConfirmRequest>();
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
+  const { busy, error, setError, run } = useAction();
   const close = () => {
     setRequest(undefined);
     setError(undefined);
-    setBusy(false);
   };
-  const confirm = async () => {
-    if (!request) return;
-    setBusy(true);
-    setError(undefined);
-    try {
+  const confirm = () =>
+    run(async () => {
+      if (!request) return;
       await request.run();
       close();
-    } catch (err) {
-      setError(errorMessage(err));
-      setBusy(false);
-    }
-  };
+    });
   const element = (
     <Dialog title={request?.title ?? ""} open={request !== undefined} onClose={close}>
       <div>{request?.body}</div>
@@ -168,6 +160,147 @@ export function useConfirm(): { ask: (request: ConfirmRequest) => void; element:
     </Dialog>
   );
   return { ask: setRequest, element };
+}
+
+/** An action's busy flag and error: `run(action)` sets busy, clears the error, and catches. */
+export function useAction(): { busy: boolean; error: string | undefined; setError: (error: string | undefined) => void; run: (action: () => Promise<unknown>) => Promise<void> } {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const run = useCallback(async (action: () => Promise<unknown>) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await action();
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, error, setError, run };
+}
+
+/**
+ * A dialog around a form: its fields, the submit's error, Cancel and the submit button (disabled
+ * while `onSubmit` runs). `onSubmit` closes the dialog itself when it should.
+ */
+export function FormDialog({
+  title,
+  open = true,
+  onClose,
+  onSubmit,
+  submit,
+  busyLabel = submit,
+  canSubmit = true,
+  children,
+}: {
+  title: string;
+  open?: boolean;
+  onClose: () => void;
+  onSubmit: () => Promise<unknown>;
+  /** The submit button's label, and while busy `busyLabel` */
+  submit: string;
+  busyLabel?: string;
+  canSubmit?: boolean;
+  children: ReactNode;
+}) {
+  const action = useAction();
+  return (
+    <Dialog title={title} open={open} onClose={onClose}>
+      <form
+        className="stack"
+        onSubmit={(event: FormEvent) => {
+          event.preventDefault();
+          void action.run(onSubmit);
+        }}
+      >
+        {children}
+        {action.error && <ErrorBox error={action.error} />}
+        <div className="buttons">
+          <button type="button" onClick={onClose} disabled={action.busy}>
+            Cancel
+          </button>
+          <button className="primary" type="submit" disabled={action.busy || !canSubmit}>
+            {action.busy ? busyLabel : submit}
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+/** A page's title row: the title, then `children` (counts, then buttons after a spacer). */
+export function PageHead({ title, children }: { title: ReactNode; children?: ReactNode }) {
+  return (
+    <div className="page-head">
+      {typeof title === "string" ? <h1>{title}</h1> : title}
+      {children}
+    </div>
+  );
+}
+
+/** A segmented control: one of `options`, the chosen one pressed. */
+export function Segmented<T extends string | number>({ label, options, value, onChange }: { label: string; options: ReadonlyArray<{ value: T; label: string }>; value: T; onChange: (value: T) => void }) {
+  return (
+    <div className="seg" role="group" aria-label={label}>
+      {options.map((option) => (
+        <button key={String(option.value)} type="button" aria-pressed={value === option.value} onClick={() => onChange(option.value)}>
+          {option.label}
+        </button>
+      ))}
+    </div>
+  );
+}
+
+/** A table that scrolls sideways on narrow screens: `head` is the header row's cells. */
+export function Table({ label, head, children }: { label: string; head?: ReactNode; children: ReactNode }) {
+  return (
+    <div className="table-wrap">
+      <table aria-label={label}>
+        {head && (
+          <thead>
+            <tr>{head}</tr>
+          </thead>
+        )}
+        <tbody>{children}</tbody>
+      </table>
+    </div>
+  );
+}
+
+/** A loaded list as a table: loading, an error with retry, `empty` when there are no rows, else a row per item. */
+export function AsyncTable<D, T>({
+  state,
+  what,
+  items,
+  empty,
+  label,
+  head,
+  row,
+}: {
+  state: Loaded<D>;
+  what: string;
+  /** The rows' items in the data (default: the data, a list) */
+  items?: (data: D) => T[];
+  /** What shows when there are no rows (default: the table, empty) */
+  empty?: ReactNode;
+  label: string;
+  head: ReactNode;
+  row: (item: T) => ReactNode;
+}) {
+  return (
+    <Async state={state} what={what}>
+      {(data) => {
+        const list = items ? items(data) : (data as unknown as T[]);
+        if (list.length === 0 && empty !== undefined) return <div className="empty">{empty}</div>;
+        return (
+          <Table label={label} head={head}>
+            {list.map(row)}
+          </Table>
+        );
+      }}
+    </Async>
+  );
 }
 
 export function StateBadge({ state }: { state: string }) {

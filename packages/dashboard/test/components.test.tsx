@@ -1,8 +1,8 @@
 // Component tests (vitest, happy-dom): the pages' pure helpers and the components whose behaviour
 // matters most, rendered against a stand-in for the network (fetch answers what the API would).
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
-import { api, setCsrfToken, type Sandbox, type Template } from "../src/api.ts";
+import { cleanup, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
+import { api, setCsrfToken, type Member, type Sandbox, type Session, type Template } from "../src/api.ts";
 import { match } from "../src/router.tsx";
 import { ago, bytes, duration, mb } from "../src/ui.tsx";
 import { parseListeningPorts, portUrl } from "../src/pages/SandboxDetail.tsx";
@@ -10,6 +10,7 @@ import { SandboxList, summary, timeLeft } from "../src/pages/Sandboxes.tsx";
 import { Templates } from "../src/pages/Templates.tsx";
 import { ApiKeys } from "../src/pages/ApiKeys.tsx";
 import { SignIn } from "../src/pages/SignIn.tsx";
+import { Team } from "../src/pages/Team.tsx";
 
 type Handler = (url: URL, init: RequestInit) => unknown;
 const calls: Array<{ method: string; url: URL; init: RequestInit }> = [];
@@ -202,5 +203,118 @@ describe("pages", () => {
     fireEvent.click(await screen.findByRole("button", { name: "Kill" }));
     await waitFor(() => expect(screen.queryByText("aaa111")).toBeNull());
     expect(calls.filter((c) => c.method === "DELETE").map((c) => c.url.pathname)).toEqual(["/v1/sandboxes/aaa111"]);
+  });
+
+  describe("team", () => {
+    const error = (status: number, code: string, message: string) => new Response(JSON.stringify({ code, message }), { status, headers: { "content-type": "application/json" } });
+    const owner: Member = { userId: "u1", email: "owner@example.com", role: "owner", createdAt: new Date().toISOString() };
+    const session = (user: Session["user"]): Session => ({ user, team: { id: "t", name: "acme", isAdmin: false }, csrfToken: "c" });
+
+    test("adds a member (a new email needs a password, an existing account must come without one) and removes one; the last owner's refusal shows", async () => {
+      let members: Member[] = [owner];
+      const accounts = new Set(["owner@example.com", "old@example.com"]);
+      const posted: Array<Record<string, unknown>> = [];
+      serve({
+        "GET /v1/teams/current/members": () => members,
+        "POST /v1/teams/current/members": (_url, init) => {
+          const body = JSON.parse(String(init.body)) as { email: string; password?: string; role: Member["role"] };
+          posted.push(body);
+          if (accounts.has(body.email) && body.password !== undefined) return error(409, "conflict", `${body.email} already has an account; add it without a password (its own stays).`);
+          if (!accounts.has(body.email) && body.password === undefined) return error(400, "invalid_argument", `${body.email} is new: give the password it will sign in with.`);
+          accounts.add(body.email);
+          const member: Member = { userId: `u${members.length + 1}`, email: body.email, role: body.role, createdAt: new Date().toISOString() };
+          members = [...members, member];
+          return new Response(JSON.stringify(member), { status: 201, headers: { "content-type": "application/json" } });
+        },
+        "DELETE /v1/teams/current/members/u1": () => error(409, "failed_precondition", "The team's last owner cannot be removed; make another member an owner first."),
+        "DELETE /v1/teams/current/members/u2": () => {
+          members = members.filter((m) => m.userId !== "u2");
+          return undefined;
+        },
+      });
+      render(<Team session={session({ id: "u1", email: "owner@example.com" })} />);
+      const table = () => screen.getByRole("table", { name: "Members" });
+      await within(await screen.findByRole("table", { name: "Members" })).findByText("owner@example.com");
+      expect(within(table()).getByText("(you)")).toBeTruthy();
+
+      const add = async (fields: Record<string, string>) => {
+        fireEvent.click(screen.getByRole("button", { name: "+ Add member" }));
+        for (const [label, value] of Object.entries(fields)) fireEvent.change(await screen.findByLabelText(label), { target: { value } });
+        fireEvent.click(screen.getByRole("button", { name: "Add" }));
+      };
+
+      // A new email without a password: the API asks for one and the field becomes required.
+      await add({ Email: "new@example.com", Role: "admin" });
+      expect((await screen.findByRole("alert")).textContent).toContain("is new: give the password");
+      const password = screen.getByLabelText("Password") as HTMLInputElement;
+      expect(password.required).toBe(true);
+      fireEvent.change(password, { target: { value: "a-long-enough-password" } });
+      fireEvent.click(screen.getByRole("button", { name: "Add" }));
+      await within(table()).findByText("new@example.com");
+      await waitFor(() => expect(screen.queryByRole("dialog", { name: "Add member" })).toBeNull());
+      expect(posted.at(-1)).toEqual({ email: "new@example.com", role: "admin", password: "a-long-enough-password" });
+      expect(within(table()).getByText("admin")).toBeTruthy();
+
+      // An existing account given a password: refused, and the password is cleared for a retry without.
+      await add({ Email: "old@example.com", Password: "another-long-password" });
+      expect((await screen.findByRole("alert")).textContent).toContain("already has an account");
+      expect((screen.getByLabelText("Password") as HTMLInputElement).value).toBe("");
+      fireEvent.click(screen.getByRole("button", { name: "Add" }));
+      await within(table()).findByText("old@example.com");
+      expect(posted.at(-1)).toEqual({ email: "old@example.com", role: "member" });
+
+      // The last owner: the API's refusal shows in the confirmation, and nothing changes.
+      fireEvent.click(screen.getByRole("button", { name: "Remove owner@example.com" }));
+      fireEvent.click(await screen.findByRole("button", { name: "Remove" }));
+      expect((await screen.findByRole("alert")).textContent).toContain("last owner cannot be removed");
+      fireEvent.click(screen.getByRole("button", { name: "Cancel" }));
+      expect(within(table()).getByText("owner@example.com")).toBeTruthy();
+
+      // Another member goes after confirmation.
+      fireEvent.click(screen.getByRole("button", { name: "Remove new@example.com" }));
+      expect(calls.some((c) => c.method === "DELETE" && c.url.pathname.endsWith("/u2"))).toBe(false);
+      fireEvent.click(await screen.findByRole("button", { name: "Remove" }));
+      await waitFor(() => expect(within(table()).queryByText("new@example.com")).toBeNull());
+    });
+
+    test("a member sees no add or remove; the signed-in user changes their password (a wrong current one shows the API's message)", async () => {
+      const changes: unknown[] = [];
+      serve({
+        "GET /v1/teams/current/members": () => [owner, { userId: "u2", email: "me@example.com", role: "member", createdAt: new Date().toISOString() }],
+        "POST /v1/auth/password": (_url, init) => {
+          const body = JSON.parse(String(init.body)) as { currentPassword: string; newPassword: string };
+          changes.push(body);
+          return body.currentPassword === "the-old-password" ? undefined : error(403, "forbidden", "The current password is wrong.");
+        },
+      });
+      render(<Team session={session({ id: "u2", email: "me@example.com" })} />);
+      await within(await screen.findByRole("table", { name: "Members" })).findByText("owner@example.com");
+      expect(screen.queryByRole("button", { name: "+ Add member" })).toBeNull();
+      expect(screen.queryByRole("button", { name: /^Remove/ })).toBeNull();
+
+      fireEvent.click(screen.getByRole("button", { name: "Change my password" }));
+      fireEvent.change(await screen.findByLabelText("Current password"), { target: { value: "not-it" } });
+      fireEvent.change(screen.getByLabelText("New password"), { target: { value: "the-new-password-1" } });
+      fireEvent.change(screen.getByLabelText("Repeat the new password"), { target: { value: "the-new-password-2" } });
+      expect((screen.getByRole("button", { name: "Change password" }) as HTMLButtonElement).disabled).toBe(true);
+      fireEvent.change(screen.getByLabelText("Repeat the new password"), { target: { value: "the-new-password-1" } });
+      fireEvent.click(screen.getByRole("button", { name: "Change password" }));
+      expect((await screen.findByRole("alert")).textContent).toContain("The current password is wrong.");
+      fireEvent.change(screen.getByLabelText("Current password"), { target: { value: "the-old-password" } });
+      fireEvent.click(screen.getByRole("button", { name: "Change password" }));
+      expect((await screen.findByRole("status")).textContent).toContain("Password changed");
+      expect(changes.at(-1)).toEqual({ currentPassword: "the-old-password", newPassword: "the-new-password-1" });
+      expect(screen.queryByRole("dialog", { name: "Change my password" })).toBeNull();
+    });
+
+    test("signed in with an API key: members are managed, and there is no password to change", async () => {
+      serve({ "GET /v1/teams/current/members": () => [owner] });
+      render(<Team session={session(null)} />);
+      await within(await screen.findByRole("table", { name: "Members" })).findByText("owner@example.com");
+      expect(screen.getByRole("button", { name: "+ Add member" })).toBeTruthy();
+      expect(screen.getByRole("button", { name: "Remove owner@example.com" })).toBeTruthy();
+      expect(screen.queryByRole("button", { name: "Change my password" })).toBeNull();
+      expect(screen.getByText(/no password to change/)).toBeTruthy();
+    });
   });
 });

@@ -2,7 +2,8 @@
 // against the real stack: the control plane serving the built SPA, a real host agent and gVisor
 // sandboxes. Sign in, create a sandbox, a shell in the terminal (and its re-attach after a reload),
 // upload (picker and drag and drop) and download, a metrics chart, snapshot, templates (a team one
-// deleted, a platform one without delete), API keys (create, revoke), the other pages, sign-out.
+// deleted, a platform one without delete), API keys (create, revoke), the other pages, sign-out,
+// and the team page (a member added with a password signs in and changes it).
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
@@ -223,6 +224,51 @@ describe("the dashboard in chromium", { skip: skipBrowser }, () => {
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "Sandboxes" }).waitFor();
     await page.setViewportSize({ width: 1280, height: 860 });
+    assert.deepEqual(pageErrors, []);
+  });
+
+  test("team: a member added with a password signs in, sees the team, and changes their password", async () => {
+    const email = `member-${suffix}@example.com`;
+    const first = `first-password-${suffix}`;
+    const second = `second-password-${suffix}`;
+    const login = async (password: string) =>
+      (await fetch(`${stack.url}/v1/auth/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email, password }) })).status;
+
+    // Signed in with the admin team's key (the test before): add the member.
+    await page.getByRole("link", { name: "Team" }).click();
+    const members = page.getByRole("table", { name: "Members" });
+    await members.locator(`tr[data-member="${stack.admin.email}"]`).waitFor();
+    await page.getByRole("button", { name: "+ Add member" }).click();
+    const add = page.getByRole("dialog", { name: "Add member" });
+    await add.getByLabel("Email").fill(email);
+    await add.getByLabel("Password").fill(first);
+    await add.getByRole("button", { name: "Add" }).click();
+    await members.locator(`tr[data-member="${email}"]`).waitFor();
+    await add.waitFor({ state: "hidden" });
+
+    // Signed out, then in as the member: the team page shows them, and manages nothing.
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await signIn(page, stack.url, email, first);
+    await page.getByRole("link", { name: "Team" }).click();
+    await members.locator(`tr[data-member="${email}"]`).getByText("(you)").waitFor();
+    await members.locator(`tr[data-member="${stack.admin.email}"]`).waitFor();
+    assert.equal(await page.getByRole("button", { name: "+ Add member" }).count(), 0);
+
+    await page.getByRole("button", { name: "Change my password" }).click();
+    const change = page.getByRole("dialog", { name: "Change my password" });
+    await change.getByLabel("Current password").fill(first);
+    await change.getByLabel("New password", { exact: true }).fill(second);
+    await change.getByLabel("Repeat the new password").fill(second);
+    await change.getByRole("button", { name: "Change password" }).click();
+    await page.getByText("Password changed").waitFor();
+    assert.equal(await login(first), 401);
+    assert.equal(await login(second), 200);
+
+    // This session outlived the change; the new password signs in through the form.
+    await page.reload();
+    await page.getByRole("heading", { name: "Team" }).waitFor();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await signIn(page, stack.url, email, second);
     assert.deepEqual(pageErrors, []);
   });
 });

@@ -1,7 +1,7 @@
 // API keys: create (the secret is shown once, with a copy button), revoke, last used.
-import { useState, type FormEvent } from "react";
-import { api, errorMessage, type ApiKey } from "../api.ts";
-import { ago, Async, copyText, Dialog, ErrorBox, useConfirm, useLoad, useNow } from "../ui.tsx";
+import { useState } from "react";
+import { api, type ApiKey } from "../api.ts";
+import { ago, AsyncTable, copyText, Dialog, FormDialog, PageHead, useConfirm, useLoad, useNow } from "../ui.tsx";
 
 export function ApiKeys() {
   const confirm = useConfirm();
@@ -25,54 +25,45 @@ export function ApiKeys() {
     });
   return (
     <>
-      <div className="page-head">
-        <h1>API keys</h1>
+      <PageHead title="API keys">
         <span className="spacer" />
         <button className="primary" onClick={() => setCreating(true)}>
           + New key
         </button>
-      </div>
+      </PageHead>
       <div className="section">
-        <Async state={keys} what="Loading keys">
-          {(list) =>
-            list.length === 0 ? (
-              <div className="empty">No keys yet.</div>
-            ) : (
-              <div className="table-wrap">
-                <table aria-label="API keys">
-                  <thead>
-                    <tr>
-                      <th>Name</th>
-                      <th>Key</th>
-                      <th className="hide-sm">Created</th>
-                      <th>Last used</th>
-                      <th />
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {list.map((k) => (
-                      <tr key={k.id} data-key={k.name}>
-                        <td>{k.name}</td>
-                        <td className="mono dim">{k.prefix}…</td>
-                        <td className="dim hide-sm">{ago(k.createdAt, now)}</td>
-                        <td className="dim">{k.lastUsedAt ? ago(k.lastUsedAt, now) : "never"}</td>
-                        <td className="actions">
-                          {k.revokedAt ? (
-                            <span className="badge revoked">revoked</span>
-                          ) : (
-                            <button className="small danger" onClick={() => revoke(k)} aria-label={`Revoke ${k.name}`}>
-                              Revoke
-                            </button>
-                          )}
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
-            )
+        <AsyncTable
+          state={keys}
+          what="Loading keys"
+          label="API keys"
+          empty="No keys yet."
+          head={
+            <>
+              <th>Name</th>
+              <th>Key</th>
+              <th className="hide-sm">Created</th>
+              <th>Last used</th>
+              <th />
+            </>
           }
-        </Async>
+          row={(k: ApiKey) => (
+            <tr key={k.id} data-key={k.name}>
+              <td>{k.name}</td>
+              <td className="mono dim">{k.prefix}…</td>
+              <td className="dim nowrap hide-sm">{ago(k.createdAt, now)}</td>
+              <td className="dim nowrap">{k.lastUsedAt ? ago(k.lastUsedAt, now) : "never"}</td>
+              <td className="actions">
+                {k.revokedAt ? (
+                  <span className="badge revoked">revoked</span>
+                ) : (
+                  <button className="small danger" onClick={() => revoke(k)} aria-label={`Revoke ${k.name}`}>
+                    Revoke
+                  </button>
+                )}
+              </td>
+            </tr>
+          )}
+        />
       </div>
       {creating && <CreateKeyDialog onClose={() => setCreating(false)} onCreated={keys.reload} />}
       {confirm.element}
@@ -84,21 +75,10 @@ function CreateKeyDialog({ onClose, onCreated }: { onClose: () => void; onCreate
   const [name, setName] = useState("");
   const [secret, setSecret] = useState<string>();
   const [copied, setCopied] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
-      const created = await api<{ secret: string }>("POST", "/v1/api-keys", { name });
-      setSecret(created.secret);
-      onCreated();
-    } catch (err) {
-      setError(errorMessage(err));
-    } finally {
-      setBusy(false);
-    }
+  const create = async () => {
+    const created = await api<{ secret: string }>("POST", "/v1/api-keys", { name });
+    setSecret(created.secret);
+    onCreated();
   };
   if (secret) {
     return (
@@ -129,22 +109,11 @@ function CreateKeyDialog({ onClose, onCreated }: { onClose: () => void; onCreate
     );
   }
   return (
-    <Dialog title="New API key" open onClose={onClose}>
-      <form className="stack" onSubmit={(event) => void submit(event)}>
-        <label className="field">
-          Name
-          <input name="name" value={name} onChange={(e) => setName(e.target.value)} placeholder="ci, laptop, …" maxLength={100} required autoFocus />
-        </label>
-        {error && <ErrorBox error={error} />}
-        <div className="buttons">
-          <button type="button" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy}>
-            {busy ? "Creating…" : "Create"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog title="New API key" submit="Create" busyLabel="Creating…" onClose={onClose} onSubmit={create}>
+      <label className="field">
+        Name
+        <input name="name" value={name} onChange={(e) => setName(e.target.value)} placeholder="ci, laptop, …" maxLength={100} required autoFocus />
+      </label>
+    </FormDialog>
   );
 }

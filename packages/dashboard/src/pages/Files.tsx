@@ -2,7 +2,7 @@
 // download, rename, delete, new folder.
 import { useEffect, useRef, useState, type DragEvent } from "react";
 import { api, apiUrl, errorMessage, type FileEntry } from "../api.ts";
-import { Async, bytes, Dialog, ErrorBox, useConfirm, useLoad } from "../ui.tsx";
+import { Async, bytes, ErrorBox, FormDialog, Table, useConfirm, useLoad } from "../ui.tsx";
 
 const parentOf = (path: string) => (path === "/" ? "/" : path.replace(/\/[^/]+\/?$/, "") || "/");
 const join = (dir: string, name: string) => (dir.endsWith("/") ? dir + name : `${dir}/${name}`);
@@ -108,53 +108,49 @@ export function Files({ sandboxId }: { sandboxId: string }) {
       {error && <ErrorBox error={error} />}
       <Async state={listing} what="Listing">
         {() => (
-          <div className="table-wrap">
-            <table aria-label="Files">
-              <tbody>
-                {dir !== "/" && (
-                  <tr>
-                    <td className="mono" colSpan={4}>
-                      <button className="small ghost" onClick={() => setDir(parentOf(dir!))}>
-                        ..
-                      </button>
-                    </td>
-                  </tr>
-                )}
-                {entries.length === 0 && (
-                  <tr>
-                    <td className="empty" colSpan={4}>
-                      Empty. Drop files here to upload.
-                    </td>
-                  </tr>
-                )}
-                {entries.map((entry) => (
-                  <tr key={entry.path} data-file={entry.name}>
-                    <td className="mono" style={{ wordBreak: "break-all", whiteSpace: "normal" }}>
-                      {entry.type === "dir" ? (
-                        <button className="small ghost" onClick={() => setDir(entry.path)} style={{ color: "var(--accent)" }}>
-                          {entry.name}/
-                        </button>
-                      ) : (
-                        <a href={apiUrl(base, { path: entry.path })} download={entry.name} title="Download">
-                          {entry.name}
-                        </a>
-                      )}
-                    </td>
-                    <td className="num dim mono">{entry.type === "dir" ? "" : bytes(entry.size)}</td>
-                    <td className="dim mono hide-sm">{entry.permissions}</td>
-                    <td className="actions">
-                      <button className="small ghost" onClick={() => setRenaming(entry)} aria-label={`Rename ${entry.name}`}>
-                        Rename
-                      </button>
-                      <button className="small ghost" onClick={() => remove(entry)} aria-label={`Delete ${entry.name}`}>
-                        Delete
-                      </button>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <Table label="Files">
+            {dir !== "/" && (
+              <tr>
+                <td className="mono" colSpan={4}>
+                  <button className="small ghost" onClick={() => setDir(parentOf(dir!))}>
+                    ..
+                  </button>
+                </td>
+              </tr>
+            )}
+            {entries.length === 0 && (
+              <tr>
+                <td className="empty" colSpan={4}>
+                  Empty. Drop files here to upload.
+                </td>
+              </tr>
+            )}
+            {entries.map((entry) => (
+              <tr key={entry.path} data-file={entry.name}>
+                <td className="mono" style={{ wordBreak: "break-all", whiteSpace: "normal" }}>
+                  {entry.type === "dir" ? (
+                    <button className="small ghost" onClick={() => setDir(entry.path)} style={{ color: "var(--accent)" }}>
+                      {entry.name}/
+                    </button>
+                  ) : (
+                    <a href={apiUrl(base, { path: entry.path })} download={entry.name} title="Download">
+                      {entry.name}
+                    </a>
+                  )}
+                </td>
+                <td className="num dim mono">{entry.type === "dir" ? "" : bytes(entry.size)}</td>
+                <td className="dim mono hide-sm">{entry.permissions}</td>
+                <td className="actions">
+                  <button className="small ghost" onClick={() => setRenaming(entry)} aria-label={`Rename ${entry.name}`}>
+                    Rename
+                  </button>
+                  <button className="small ghost" onClick={() => remove(entry)} aria-label={`Delete ${entry.name}`}>
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </Table>
         )}
       </Async>
       {renaming && dir && (
@@ -175,37 +171,22 @@ export function Files({ sandboxId }: { sandboxId: string }) {
 
 function NameDialog({ entry, onClose, onSave }: { entry: FileEntry; onClose: () => void; onSave: (name: string) => Promise<void> }) {
   const [name, setName] = useState(entry.name);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
+  const action = entry.path ? "Rename" : "Create";
   return (
-    <Dialog title={entry.path ? `Rename ${entry.name}` : "New folder"} open onClose={onClose}>
-      <form
-        className="stack"
-        onSubmit={(event) => {
-          event.preventDefault();
-          setBusy(true);
-          onSave(name)
-            .then(onClose)
-            .catch((err: unknown) => {
-              setError(errorMessage(err));
-              setBusy(false);
-            });
-        }}
-      >
-        <label className="field">
-          Name
-          <input name="name" className="mono" value={name} onChange={(e) => setName(e.target.value)} required pattern="[^/]+" autoFocus />
-        </label>
-        {error && <ErrorBox error={error} />}
-        <div className="buttons">
-          <button type="button" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy || !name}>
-            {entry.path ? "Rename" : "Create"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog
+      title={entry.path ? `Rename ${entry.name}` : "New folder"}
+      submit={action}
+      canSubmit={!!name}
+      onClose={onClose}
+      onSubmit={async () => {
+        await onSave(name);
+        onClose();
+      }}
+    >
+      <label className="field">
+        Name
+        <input name="name" className="mono" value={name} onChange={(e) => setName(e.target.value)} required pattern="[^/]+" autoFocus />
+      </label>
+    </FormDialog>
   );
 }

@@ -1,12 +1,13 @@
 // One sandbox: its facts and actions, live metrics, a terminal, a file browser and its open ports.
-import { useMemo, useState, type FormEvent } from "react";
-import { api, errorMessage, justCreated, type MetricPoint, type Sandbox } from "../api.ts";
+import { useMemo, useState } from "react";
+import { api, justCreated, type MetricPoint, type Sandbox } from "../api.ts";
 import { Chart } from "../Chart.tsx";
 import { Link, navigate } from "../router.tsx";
 import { Terminal } from "../Terminal.tsx";
-import { ago, Async, bytes, dateTime, Dialog, ErrorBox, Loading, mb, StateBadge, useConfirm, useLoad, useNow } from "../ui.tsx";
+import { ago, Async, bytes, dateTime, FormDialog, Loading, mb, PageHead, Segmented, StateBadge, useConfirm, useLoad, useNow } from "../ui.tsx";
 import { Files } from "./Files.tsx";
 import { sandboxActions, timeLeft } from "./Sandboxes.tsx";
+import { SnapshotFields } from "./Templates.tsx";
 
 const RANGES = ["10m", "2h", "24h"] as const;
 
@@ -25,12 +26,17 @@ export function SandboxDetail({ id }: { id: string }) {
 
   return (
     <>
-      <div className="page-head">
-        <Link to="/ui/sandboxes" className="dim">
-          Sandboxes
-        </Link>
-        <span className="faint">/</span>
-        <h1 className="mono">{id}</h1>
+      <PageHead
+        title={
+          <>
+            <Link to="/ui/sandboxes" className="dim">
+              Sandboxes
+            </Link>
+            <span className="faint">/</span>
+            <h1 className="mono">{id}</h1>
+          </>
+        }
+      >
         {s && <StateBadge state={s.state} />}
         <span className="spacer" />
         {s && (s.state === "running" || s.state === "paused") && (
@@ -39,7 +45,7 @@ export function SandboxDetail({ id }: { id: string }) {
           </button>
         )}
         {s && sandboxActions(s, confirm.ask, sandbox.reload)}
-      </div>
+      </PageHead>
       <Async state={sandbox} what="Loading sandbox">
         {(s) => (
           <>
@@ -124,13 +130,7 @@ function Metrics({ id, live }: { id: string; live: boolean }) {
       <div className="row" style={{ marginBottom: 8 }}>
         <h2 style={{ margin: 0 }}>Metrics</h2>
         <span style={{ flex: 1 }} />
-        <div className="seg" role="group" aria-label="Metrics range">
-          {RANGES.map((r) => (
-            <button key={r} aria-pressed={range === r} onClick={() => setRange(r)}>
-              {r}
-            </button>
-          ))}
-        </div>
+        <Segmented label="Metrics range" options={RANGES.map((r) => ({ value: r, label: r }))} value={range} onChange={setRange} />
       </div>
       <Async state={metrics} what="Loading metrics">
         {() => (
@@ -206,45 +206,18 @@ function Ports({ sandboxId }: { sandboxId: string }) {
 function SnapshotDialog({ sandbox, onClose, onDone }: { sandbox: Sandbox; onClose: () => void; onDone: () => void }) {
   const [name, setName] = useState(`${sandbox.template}-snap-${new Date().toISOString().slice(0, 10)}`.replace(/[^a-z0-9._-]/g, "-").slice(0, 63));
   const [keepRunning, setKeepRunning] = useState(true);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
-      await api("POST", "/v1/templates", { fromSandbox: sandbox.id, name, keepRunning });
-      onDone();
-      onClose();
-      if (!keepRunning) navigate("/ui/templates");
-    } catch (err) {
-      setError(errorMessage(err));
-      setBusy(false);
-    }
+  const snapshot = async () => {
+    await api("POST", "/v1/templates", { fromSandbox: sandbox.id, name, keepRunning });
+    onDone();
+    onClose();
+    if (!keepRunning) navigate("/ui/templates");
   };
   return (
-    <Dialog title="Snapshot sandbox" open onClose={onClose}>
-      <form className="stack" onSubmit={(event) => void submit(event)}>
-        <p className="dim" style={{ margin: 0 }}>
-          Saves <code>{sandbox.id}</code> as a team template that new sandboxes can start from.
-        </p>
-        <label className="field">
-          Template name
-          <input name="name" className="mono" value={name} onChange={(e) => setName(e.target.value)} pattern="[a-z0-9][a-z0-9._\-]{0,62}" required autoFocus />
-        </label>
-        <label className="check">
-          <input type="checkbox" checked={keepRunning} onChange={(e) => setKeepRunning(e.target.checked)} /> Keep the sandbox running afterwards
-        </label>
-        {error && <ErrorBox error={error} />}
-        <div className="buttons">
-          <button type="button" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy}>
-            {busy ? "Saving…" : "Snapshot"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog title="Snapshot sandbox" submit="Snapshot" busyLabel="Saving…" onClose={onClose} onSubmit={snapshot}>
+      <p className="dim" style={{ margin: 0 }}>
+        Saves <code>{sandbox.id}</code> as a team template that new sandboxes can start from.
+      </p>
+      <SnapshotFields name={name} setName={setName} keepRunning={keepRunning} setKeepRunning={setKeepRunning} autoFocus />
+    </FormDialog>
   );
 }

@@ -1,8 +1,8 @@
 // The team's sandboxes, refreshed live: filters, a create dialog, pause/resume/kill with confirmation.
-import { useMemo, useState, type FormEvent } from "react";
-import { api, errorMessage, justCreated, type Sandbox, type Template } from "../api.ts";
+import { useMemo, useState } from "react";
+import { api, justCreated, type Sandbox, type Template } from "../api.ts";
 import { Link, navigate } from "../router.tsx";
-import { ago, Async, Dialog, duration, ErrorBox, mb, StateBadge, useConfirm, useLoad, useNow } from "../ui.tsx";
+import { ago, AsyncTable, duration, ErrorBox, FormDialog, mb, PageHead, Segmented, StateBadge, useConfirm, useLoad, useNow } from "../ui.tsx";
 
 const STATE_FILTERS = [
   { value: "", label: "Active" },
@@ -98,75 +98,61 @@ export function SandboxList() {
 
   return (
     <>
-      <div className="page-head">
-        <h1>Sandboxes</h1>
+      <PageHead title="Sandboxes">
         <span className="dim mono">{list.data ? summary(list.data.sandboxes) : ""}</span>
         <span className="spacer" />
         <button className="primary" onClick={() => setCreating(true)}>
           + New sandbox
         </button>
-      </div>
+      </PageHead>
       <div className="row" style={{ marginBottom: 10 }}>
-        <div className="seg" role="group" aria-label="State filter">
-          {STATE_FILTERS.map((f) => (
-            <button key={f.value} aria-pressed={stateFilter === f.value} onClick={() => setStateFilter(f.value)}>
-              {f.label}
-            </button>
-          ))}
-        </div>
+        <Segmented label="State filter" options={STATE_FILTERS} value={stateFilter} onChange={setStateFilter} />
         <input type="search" placeholder="Filter by id, template, metadata" aria-label="Filter sandboxes" value={search} onChange={(e) => setSearch(e.target.value)} style={{ flex: "1 1 200px", maxWidth: 320 }} />
       </div>
       <div className="section">
-        <Async state={list} what="Loading sandboxes">
-          {() =>
-            shown.length === 0 ? (
-              <div className="empty">No sandboxes here. Create one with “New sandbox”.</div>
-            ) : (
-              <div className="table-wrap">
-                <table aria-label="Sandboxes">
-                  <thead>
-                    <tr>
-                      <th>ID</th>
-                      <th>State</th>
-                      <th>Template</th>
-                      <th className="num hide-sm">vCPU</th>
-                      <th className="num hide-sm">Memory</th>
-                      <th className="num hide-sm">Disk</th>
-                      <th className="hide-sm">Age</th>
-                      <th className="hide-sm">Time left</th>
-                      <th className="hide-sm">Metadata</th>
-                      <th />
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {shown.map((s) => (
-                      <tr key={s.id} data-sandbox={s.id}>
-                        <td className="mono">
-                          <Link to={`/ui/sandboxes/${s.id}`}>{s.id}</Link>
-                        </td>
-                        <td>
-                          <StateBadge state={s.state} />
-                        </td>
-                        <td className="mono">{s.template}</td>
-                        <td className="num hide-sm">{s.vcpus}</td>
-                        <td className="num hide-sm">{mb(s.memoryMb)}</td>
-                        <td className="num hide-sm">{mb(s.diskSizeMb)}</td>
-                        <td className="hide-sm dim">{ago(s.createdAt, now)}</td>
-                        <td className="hide-sm dim">{timeLeft(s, now)}</td>
-                        <td className="hide-sm dim mono">
-                          {Object.entries(s.metadata)
-                            .map(([k, v]) => `${k}=${v}`)
-                            .join(" ")}
-                        </td>
-                        <td className="actions">{sandboxActions(s, confirm.ask, list.reload)}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
-            )
+        <AsyncTable
+          state={list}
+          what="Loading sandboxes"
+          items={() => shown}
+          label="Sandboxes"
+          empty="No sandboxes here. Create one with “New sandbox”."
+          head={
+            <>
+              <th>ID</th>
+              <th>State</th>
+              <th>Template</th>
+              <th className="num hide-sm">vCPU</th>
+              <th className="num hide-sm">Memory</th>
+              <th className="num hide-sm">Disk</th>
+              <th className="hide-sm">Age</th>
+              <th className="hide-sm">Time left</th>
+              <th className="hide-sm">Metadata</th>
+              <th />
+            </>
           }
-        </Async>
+          row={(s) => (
+            <tr key={s.id} data-sandbox={s.id}>
+              <td className="mono">
+                <Link to={`/ui/sandboxes/${s.id}`}>{s.id}</Link>
+              </td>
+              <td>
+                <StateBadge state={s.state} />
+              </td>
+              <td className="mono">{s.template}</td>
+              <td className="num hide-sm">{s.vcpus}</td>
+              <td className="num hide-sm">{mb(s.memoryMb)}</td>
+              <td className="num hide-sm">{mb(s.diskSizeMb)}</td>
+              <td className="hide-sm dim nowrap">{ago(s.createdAt, now)}</td>
+              <td className="hide-sm dim nowrap">{timeLeft(s, now)}</td>
+              <td className="hide-sm dim mono wrap">
+                {Object.entries(s.metadata)
+                  .map(([k, v]) => `${k}=${v}`)
+                  .join(" ")}
+              </td>
+              <td className="actions">{sandboxActions(s, confirm.ask, list.reload)}</td>
+            </tr>
+          )}
+        />
       </div>
       <CreateSandboxDialog open={creating} onClose={() => setCreating(false)} />
       {confirm.element}
@@ -180,66 +166,44 @@ export function CreateSandboxDialog({ open, onClose }: { open: boolean; onClose:
   const [vcpus, setVcpus] = useState(1);
   const [memoryMb, setMemoryMb] = useState(512);
   const [timeoutSec, setTimeoutSec] = useState(300);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
   const chosen = template || templates.data?.find((t) => t.name === "base")?.name || templates.data?.[0]?.name || "";
 
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
-      const created = await api<Sandbox>("POST", "/v1/sandboxes", { template: chosen, vcpus, memoryMb, timeoutSec });
-      justCreated.set(created.id, created);
-      onClose();
-      navigate(`/ui/sandboxes/${created.id}`);
-    } catch (err) {
-      setError(errorMessage(err));
-    } finally {
-      setBusy(false);
-    }
+  const create = async () => {
+    const created = await api<Sandbox>("POST", "/v1/sandboxes", { template: chosen, vcpus, memoryMb, timeoutSec });
+    justCreated.set(created.id, created);
+    onClose();
+    navigate(`/ui/sandboxes/${created.id}`);
   };
 
   return (
-    <Dialog title="New sandbox" open={open} onClose={onClose}>
-      <form className="stack" onSubmit={(event) => void submit(event)}>
+    <FormDialog title="New sandbox" open={open} submit="Create" busyLabel="Creating…" canSubmit={!!chosen} onClose={onClose} onSubmit={create}>
+      <label className="field">
+        Template
+        <select name="template" value={chosen} onChange={(e) => setTemplate(e.target.value)} required>
+          {templates.loading && !templates.data?.length && <option value="">Loading…</option>}
+          {templates.data?.map((t) => (
+            <option key={t.id} value={t.name}>
+              {t.name}
+              {t.platform ? "" : ` (${t.kind})`}
+            </option>
+          ))}
+        </select>
+      </label>
+      {templates.error && <ErrorBox error={templates.error} retry={templates.reload} />}
+      <div className="grid-3">
         <label className="field">
-          Template
-          <select name="template" value={chosen} onChange={(e) => setTemplate(e.target.value)} required>
-            {templates.loading && !templates.data?.length && <option value="">Loading…</option>}
-            {templates.data?.map((t) => (
-              <option key={t.id} value={t.name}>
-                {t.name}
-                {t.platform ? "" : ` (${t.kind})`}
-              </option>
-            ))}
-          </select>
+          vCPUs
+          <input name="vcpus" type="number" min={1} max={64} value={vcpus} onChange={(e) => setVcpus(Number(e.target.value))} />
         </label>
-        {templates.error && <ErrorBox error={templates.error} retry={templates.reload} />}
-        <div className="grid-3">
-          <label className="field">
-            vCPUs
-            <input name="vcpus" type="number" min={1} max={64} value={vcpus} onChange={(e) => setVcpus(Number(e.target.value))} />
-          </label>
-          <label className="field">
-            Memory (MiB)
-            <input name="memoryMb" type="number" min={64} step={64} value={memoryMb} onChange={(e) => setMemoryMb(Number(e.target.value))} />
-          </label>
-          <label className="field">
-            Idle timeout (s)
-            <input name="timeoutSec" type="number" min={0} value={timeoutSec} onChange={(e) => setTimeoutSec(Number(e.target.value))} title="0: never pause" />
-          </label>
-        </div>
-        {error && <ErrorBox error={error} />}
-        <div className="buttons">
-          <button type="button" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy || !chosen}>
-            {busy ? "Creating…" : "Create"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+        <label className="field">
+          Memory (MiB)
+          <input name="memoryMb" type="number" min={64} step={64} value={memoryMb} onChange={(e) => setMemoryMb(Number(e.target.value))} />
+        </label>
+        <label className="field">
+          Idle timeout (s)
+          <input name="timeoutSec" type="number" min={0} value={timeoutSec} onChange={(e) => setTimeoutSec(Number(e.target.value))} title="0: never pause" />
+        </label>
+      </div>
+    </FormDialog>
   );
 }

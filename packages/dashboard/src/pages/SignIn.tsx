@@ -1,45 +1,41 @@
 // Sign-in with an email and password, or with an API key (headless setups): POST /v1/auth/login
 // sets the HttpOnly session cookie and answers the session with its CSRF token.
 import { useState, type FormEvent } from "react";
-import { api, ApiError, errorMessage, type Session } from "../api.ts";
-import { ErrorBox, Logo } from "../ui.tsx";
+import { api, ApiError, type Session } from "../api.ts";
+import { ErrorBox, Logo, Segmented, useAction } from "../ui.tsx";
+
+const SIGN_IN_METHODS = [
+  { value: "password", label: "Email" },
+  { value: "key", label: "API key" },
+] as const;
 
 export function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
   const [mode, setMode] = useState<"password" | "key">("password");
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [apiKey, setApiKey] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
+  const { busy, error, run } = useAction();
 
-  const submit = async (event: FormEvent) => {
+  const submit = (event: FormEvent) => {
     event.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
+    void run(async () => {
       const body = mode === "password" ? { email: email.trim(), password } : { apiKey: apiKey.trim() };
-      onSignedIn(await api<Session>("POST", "/v1/auth/login", body, { quiet401: true }));
-    } catch (err) {
-      setError(err instanceof ApiError && err.status === 429 ? "Too many attempts; wait a minute and try again" : errorMessage(err));
-      setBusy(false);
-    }
+      try {
+        onSignedIn(await api<Session>("POST", "/v1/auth/login", body, { quiet401: true }));
+      } catch (err) {
+        throw err instanceof ApiError && err.status === 429 ? new Error("Too many attempts; wait a minute and try again") : err;
+      }
+    });
   };
 
   return (
     <div className="signin">
-      <form className="card stack" onSubmit={(event) => void submit(event)} aria-label="Sign in">
+      <form className="card stack" onSubmit={submit} aria-label="Sign in">
         <div className="brand">
           <Logo size={22} />
           WRENN
         </div>
-        <div className="seg" role="group" aria-label="Sign-in method">
-          <button type="button" aria-pressed={mode === "password"} onClick={() => setMode("password")}>
-            Email
-          </button>
-          <button type="button" aria-pressed={mode === "key"} onClick={() => setMode("key")}>
-            API key
-          </button>
-        </div>
+        <Segmented label="Sign-in method" options={SIGN_IN_METHODS} value={mode} onChange={setMode} />
         {mode === "password" ? (
           <>
             <label className="field">

@@ -1,8 +1,8 @@
 // Templates & snapshots: platform templates (read-only) and the team's own (delete), snapshot a
 // running sandbox, build a template from steps with its log live, recent builds.
-import { useEffect, useState, type FormEvent } from "react";
-import { api, errorMessage, type Build, type Sandbox, type Template } from "../api.ts";
-import { ago, Async, bytes, Dialog, ErrorBox, StateBadge, useConfirm, useLoad, useNow } from "../ui.tsx";
+import { useEffect, useState } from "react";
+import { api, type Build, type Sandbox, type Template } from "../api.ts";
+import { ago, Async, AsyncTable, bytes, FormDialog, PageHead, StateBadge, useConfirm, useLoad, useNow } from "../ui.tsx";
 
 export function Templates() {
   const confirm = useConfirm();
@@ -30,100 +30,87 @@ export function Templates() {
 
   return (
     <>
-      <div className="page-head">
-        <h1>Templates &amp; snapshots</h1>
+      <PageHead title="Templates & snapshots">
         <span className="spacer" />
         <button onClick={() => setDialog("snapshot")}>Snapshot a sandbox</button>
         <button className="primary" onClick={() => setDialog("build")}>
           + Build template
         </button>
-      </div>
+      </PageHead>
       <div className="section">
-        <Async state={templates} what="Loading templates">
-          {(list) => (
-            <div className="table-wrap">
-              <table aria-label="Templates">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Kind</th>
-                    <th>Owner</th>
-                    <th className="num">Size</th>
-                    <th className="hide-sm">Created</th>
-                    <th />
-                  </tr>
-                </thead>
-                <tbody>
-                  {list.map((t) => (
-                    <tr key={t.id} data-template={t.name}>
-                      <td className="mono">{t.name}</td>
-                      <td>
-                        <span className="badge plain">{t.kind}</span>
-                      </td>
-                      <td className="dim">{t.platform ? "platform" : "team"}</td>
-                      <td className="num mono">{t.sizeBytes ? bytes(t.sizeBytes) : "—"}</td>
-                      <td className="dim hide-sm">{ago(t.createdAt, now)}</td>
-                      <td className="actions">
-                        {t.platform ? (
-                          <span className="faint" title="Platform templates are shared by every team and cannot be deleted">
-                            read-only
-                          </span>
-                        ) : (
-                          <button className="small danger" onClick={() => remove(t)} aria-label={`Delete ${t.name}`}>
-                            Delete
-                          </button>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+        <AsyncTable
+          state={templates}
+          what="Loading templates"
+          label="Templates"
+          head={
+            <>
+              <th>Name</th>
+              <th>Kind</th>
+              <th>Owner</th>
+              <th className="num">Size</th>
+              <th className="hide-sm">Created</th>
+              <th />
+            </>
+          }
+          row={(t: Template) => (
+            <tr key={t.id} data-template={t.name}>
+              <td className="mono">{t.name}</td>
+              <td>
+                <span className="badge plain">{t.kind}</span>
+              </td>
+              <td className="dim">{t.platform ? "platform" : "team"}</td>
+              <td className="num mono">{t.sizeBytes ? bytes(t.sizeBytes) : "—"}</td>
+              <td className="dim nowrap hide-sm">{ago(t.createdAt, now)}</td>
+              <td className="actions">
+                {t.platform ? (
+                  <span className="faint" title="Platform templates are shared by every team and cannot be deleted">
+                    read-only
+                  </span>
+                ) : (
+                  <button className="small danger" onClick={() => remove(t)} aria-label={`Delete ${t.name}`}>
+                    Delete
+                  </button>
+                )}
+              </td>
+            </tr>
           )}
-        </Async>
+        />
       </div>
       <div className="section">
         <h2>Builds</h2>
-        <Async state={builds} what="Loading builds">
-          {(list) =>
-            list.length === 0 ? (
-              <div className="empty">No builds yet.</div>
-            ) : (
-              <div className="table-wrap">
-                <table aria-label="Builds">
-                  <thead>
-                    <tr>
-                      <th>Build</th>
-                      <th>Template</th>
-                      <th>From</th>
-                      <th>Status</th>
-                      <th className="hide-sm">Started</th>
-                      <th />
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {list.slice(0, 20).map((b) => (
-                      <tr key={b.id}>
-                        <td className="mono dim">{b.id.slice(0, 12)}…</td>
-                        <td className="mono">{b.name}</td>
-                        <td className="mono dim">{b.baseTemplate}</td>
-                        <td>
-                          <StateBadge state={b.status} />
-                        </td>
-                        <td className="dim hide-sm">{ago(b.startedAt, now)}</td>
-                        <td className="actions">
-                          <button className="small" onClick={() => setWatching(b.id)}>
-                            Logs
-                          </button>
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
-            )
+        <AsyncTable
+          state={builds}
+          what="Loading builds"
+          items={(list) => list.slice(0, 20)}
+          label="Builds"
+          empty="No builds yet."
+          head={
+            <>
+              <th>Build</th>
+              <th>Template</th>
+              <th>From</th>
+              <th>Status</th>
+              <th className="hide-sm">Started</th>
+              <th />
+            </>
           }
-        </Async>
+          row={(b) => (
+            <tr key={b.id}>
+              <td className="mono dim">{b.id.slice(0, 12)}…</td>
+              <td className="mono">{b.name}</td>
+              <td className="mono dim">{b.baseTemplate}</td>
+              <td>
+                <StateBadge state={b.status} />
+              </td>
+              <td className="dim nowrap hide-sm">{ago(b.startedAt, now)}</td>
+              <td className="actions">
+                <button className="small" onClick={() => setWatching(b.id)}>
+                  Logs
+                </button>
+              </td>
+            </tr>
+          )}
+        />
       </div>
       {watching && (
         <div className="section">
@@ -217,61 +204,34 @@ function SnapshotDialog({ onClose, onDone }: { onClose: () => void; onDone: () =
   const [from, setFrom] = useState("");
   const [name, setName] = useState("");
   const [keepRunning, setKeepRunning] = useState(true);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
   const chosen = from || sandboxes.data?.sandboxes[0]?.id || "";
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
-      await api("POST", "/v1/templates", { fromSandbox: chosen, name, keepRunning });
-      onDone();
-      onClose();
-    } catch (err) {
-      setError(errorMessage(err));
-      setBusy(false);
-    }
+  const snapshot = async () => {
+    await api("POST", "/v1/templates", { fromSandbox: chosen, name, keepRunning });
+    onDone();
+    onClose();
   };
   return (
-    <Dialog title="Snapshot a sandbox" open onClose={onClose}>
-      <form className="stack" onSubmit={(event) => void submit(event)}>
-        <Async state={sandboxes} what="Loading sandboxes">
-          {(data) =>
-            data.sandboxes.length === 0 ? (
-              <div className="empty">No running or paused sandbox to snapshot.</div>
-            ) : (
-              <label className="field">
-                Sandbox
-                <select name="fromSandbox" value={chosen} onChange={(e) => setFrom(e.target.value)}>
-                  {data.sandboxes.map((s) => (
-                    <option key={s.id} value={s.id}>
-                      {s.id} ({s.template}, {s.state})
-                    </option>
-                  ))}
-                </select>
-              </label>
-            )
-          }
-        </Async>
-        <label className="field">
-          Template name
-          <input name="name" className="mono" value={name} onChange={(e) => setName(e.target.value)} pattern="[a-z0-9][a-z0-9._\-]{0,62}" placeholder="my-snapshot" required />
-        </label>
-        <label className="check">
-          <input type="checkbox" checked={keepRunning} onChange={(e) => setKeepRunning(e.target.checked)} /> Keep the sandbox running afterwards
-        </label>
-        {error && <ErrorBox error={error} />}
-        <div className="buttons">
-          <button type="button" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy || !chosen}>
-            {busy ? "Saving…" : "Snapshot"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog title="Snapshot a sandbox" submit="Snapshot" busyLabel="Saving…" canSubmit={!!chosen} onClose={onClose} onSubmit={snapshot}>
+      <Async state={sandboxes} what="Loading sandboxes">
+        {(data) =>
+          data.sandboxes.length === 0 ? (
+            <div className="empty">No running or paused sandbox to snapshot.</div>
+          ) : (
+            <label className="field">
+              Sandbox
+              <select name="fromSandbox" value={chosen} onChange={(e) => setFrom(e.target.value)}>
+                {data.sandboxes.map((s) => (
+                  <option key={s.id} value={s.id}>
+                    {s.id} ({s.template}, {s.state})
+                  </option>
+                ))}
+              </select>
+            </label>
+          )
+        }
+      </Async>
+      <SnapshotFields name={name} setName={setName} keepRunning={keepRunning} setKeepRunning={setKeepRunning} placeholder="my-snapshot" />
+    </FormDialog>
   );
 }
 
@@ -279,57 +239,70 @@ function BuildDialog({ templates, onClose, onStarted }: { templates: Template[];
   const [base, setBase] = useState("");
   const [name, setName] = useState("");
   const [steps, setSteps] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
   const chosen = base || templates.find((t) => t.name === "base")?.name || templates[0]?.name || "";
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
-      const list = steps
-        .split("\n")
-        .map((s) => s.trim())
-        .filter(Boolean);
-      const build = await api<Build>("POST", "/v1/templates", { baseTemplate: chosen, name, steps: list });
-      onStarted(build);
-      onClose();
-    } catch (err) {
-      setError(errorMessage(err));
-      setBusy(false);
-    }
+  const start = async () => {
+    const list = steps
+      .split("\n")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const build = await api<Build>("POST", "/v1/templates", { baseTemplate: chosen, name, steps: list });
+    onStarted(build);
+    onClose();
   };
   return (
-    <Dialog title="Build a template" open onClose={onClose}>
-      <form className="stack" onSubmit={(event) => void submit(event)}>
-        <label className="field">
-          From template
-          <select name="baseTemplate" value={chosen} onChange={(e) => setBase(e.target.value)}>
-            {templates.map((t) => (
-              <option key={t.id} value={t.name}>
-                {t.name}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          New template name
-          <input name="name" className="mono" value={name} onChange={(e) => setName(e.target.value)} pattern="[a-z0-9][a-z0-9._\-]{0,62}" placeholder="my-template" required />
-        </label>
-        <label className="field">
-          Steps (one shell command per line, run as root)
-          <textarea name="steps" rows={6} value={steps} onChange={(e) => setSteps(e.target.value)} placeholder={"apt-get update\napt-get install -y jq"} required />
-        </label>
-        {error && <ErrorBox error={error} />}
-        <div className="buttons">
-          <button type="button" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button className="primary" type="submit" disabled={busy || !chosen}>
-            {busy ? "Starting…" : "Build"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog title="Build a template" submit="Build" busyLabel="Starting…" canSubmit={!!chosen} onClose={onClose} onSubmit={start}>
+      <label className="field">
+        From template
+        <select name="baseTemplate" value={chosen} onChange={(e) => setBase(e.target.value)}>
+          {templates.map((t) => (
+            <option key={t.id} value={t.name}>
+              {t.name}
+            </option>
+          ))}
+        </select>
+      </label>
+      <label className="field">
+        New template name
+        <TemplateNameInput value={name} onChange={setName} placeholder="my-template" />
+      </label>
+      <label className="field">
+        Steps (one shell command per line, run as root)
+        <textarea name="steps" rows={6} value={steps} onChange={(e) => setSteps(e.target.value)} placeholder={"apt-get update\napt-get install -y jq"} required />
+      </label>
+    </FormDialog>
+  );
+}
+
+/** A template's name, as the API takes it. */
+export function TemplateNameInput({ value, onChange, placeholder, autoFocus }: { value: string; onChange: (name: string) => void; placeholder?: string; autoFocus?: boolean }) {
+  return <input name="name" className="mono" value={value} onChange={(e) => onChange(e.target.value)} pattern="[a-z0-9][a-z0-9._\-]{0,62}" placeholder={placeholder} required autoFocus={autoFocus} />;
+}
+
+/** A snapshot's own fields: the new template's name, and whether the sandbox keeps running. */
+export function SnapshotFields({
+  name,
+  setName,
+  keepRunning,
+  setKeepRunning,
+  placeholder,
+  autoFocus,
+}: {
+  name: string;
+  setName: (name: string) => void;
+  keepRunning: boolean;
+  setKeepRunning: (keep: boolean) => void;
+  placeholder?: string;
+  autoFocus?: boolean;
+}) {
+  return (
+    <>
+      <label className="field">
+        Template name
+        <TemplateNameInput value={name} onChange={setName} placeholder={placeholder} autoFocus={autoFocus} />
+      </label>
+      <label className="check">
+        <input type="checkbox" checked={keepRunning} onChange={(e) => setKeepRunning(e.target.checked)} /> Keep the sandbox running afterwards
+      </label>
+    </>
   );
 }

@@ -2,7 +2,7 @@
 import { useMemo, useState } from "react";
 import { api, type UsageDay } from "../api.ts";
 import { Chart } from "../Chart.tsx";
-import { Async, useLoad } from "../ui.tsx";
+import { Async, PageHead, Segmented, Table, useLoad } from "../ui.tsx";
 
 const DAYS = [7, 30, 90] as const;
 const isoDay = (date: Date) => date.toISOString().slice(0, 10);
@@ -40,17 +40,10 @@ export function Usage() {
   );
   return (
     <>
-      <div className="page-head">
-        <h1>Usage</h1>
+      <PageHead title="Usage">
         <span className="spacer" />
-        <div className="seg" role="group" aria-label="Days">
-          {DAYS.map((d) => (
-            <button key={d} aria-pressed={days === d} onClick={() => setDays(d)}>
-              {d}d
-            </button>
-          ))}
-        </div>
-      </div>
+        <Segmented label="Days" options={DAYS.map((d) => ({ value: d, label: `${d}d` }))} value={days} onChange={setDays} />
+      </PageHead>
       <Async state={usage} what="Loading usage">
         {(data) => (
           <>
@@ -72,30 +65,28 @@ export function Usage() {
               {data.days.length === 0 ? (
                 <div className="empty">No usage in this range.</div>
               ) : (
-                <div className="table-wrap">
-                  <table aria-label="Usage per day">
-                    <thead>
-                      <tr>
-                        <th>Day (UTC)</th>
-                        <th className="num">Sandbox h</th>
-                        <th className="num">vCPU h</th>
-                        <th className="num">Memory GiB·h</th>
-                        <th className="num hide-sm">Disk GiB·h</th>
-                      </tr>
-                    </thead>
-                    <tbody>
-                      {[...data.days].reverse().map((d) => (
-                        <tr key={d.day}>
-                          <td className="mono">{d.day}</td>
-                          <td className="num mono">{hours(d.sandboxSeconds)}</td>
-                          <td className="num mono">{hours(d.vcpuSeconds)}</td>
-                          <td className="num mono">{hours(d.memoryGibSeconds)}</td>
-                          <td className="num mono hide-sm">{hours(d.diskGibSeconds)}</td>
-                        </tr>
-                      ))}
-                    </tbody>
-                  </table>
-                </div>
+                <Table
+                  label="Usage per day"
+                  head={
+                    <>
+                      <th>Day (UTC)</th>
+                      <th className="num">Sandbox h</th>
+                      <th className="num">vCPU h</th>
+                      <th className="num">Memory GiB·h</th>
+                      <th className="num hide-sm">Disk GiB·h</th>
+                    </>
+                  }
+                >
+                  {[...data.days].reverse().map((d) => (
+                    <tr key={d.day}>
+                      <td className="mono">{d.day}</td>
+                      <td className="num mono">{hours(d.sandboxSeconds)}</td>
+                      <td className="num mono">{hours(d.vcpuSeconds)}</td>
+                      <td className="num mono">{hours(d.memoryGibSeconds)}</td>
+                      <td className="num mono hide-sm">{hours(d.diskGibSeconds)}</td>
+                    </tr>
+                  ))}
+                </Table>
               )}
             </div>
           </>
