@@ -10,6 +10,7 @@ import http, { type IncomingHttpHeaders } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { WebSocket } from "ws";
+import { portTicket } from "../src/proxy/port-links.js";
 import { startApi, type ApiTeam, type ApiUnderTest } from "./api-harness.js";
 import { connectEnvelope, skipAgent, startProcessRequest, TEST_TEMPLATE, waitFor } from "./orchestration-harness.js";
 
@@ -399,6 +400,44 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
     assert.equal(String((await reply)[0]), "echo:hello");
     socket.close();
     await once(socket, "close");
+  });
+
+  test("a port link opens a sandbox's port to a browser: a one-minute ticket, then a cookie for that host only, never envd", async () => {
+    const linked = await stack.call(stack.teamA, "POST", `/v1/sandboxes/${sandboxId}/ports/${ECHO_PORT}/link`);
+    const link = (await linked.json()) as Json;
+    assert.equal(linked.status, 200, JSON.stringify(link));
+    const url = new URL(link.url);
+    assert.equal(url.host, `${ECHO_PORT}-${sandboxId}.localhost:${port}`);
+    assert.ok(Date.parse(link.expiresAt) - Date.now() <= 60_000);
+    // Following it: a redirect without the ticket, and the cookie; nothing reaches the sandbox.
+    const seenBefore = (await seenBySandbox()).length;
+    const followed = await send({ path: `/app${url.search}&tab=2`, headers: byHost(sandboxId, ECHO_PORT) });
+    assert.equal(followed.status, 302, followed.text);
+    assert.equal(followed.headers.location, "/app?tab=2");
+    const setCookie = ([] as string[]).concat(followed.headers["set-cookie"] ?? []);
+    assert.equal(setCookie.length, 1);
+    assert.match(setCookie[0]!, /^wrenn_port_access=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Lax; Max-Age=43200$/);
+    assert.equal((await seenBySandbox()).length, seenBefore, "the ticket's request reached the sandbox");
+    // The cookie opens that port; the sandbox sees its own cookies, never ours.
+    const cookie = setCookie[0]!.split(";")[0]!;
+    const page = await send({ path: "/app?tab=2", headers: { ...byHost(sandboxId, ECHO_PORT), cookie: `theirs=1; ${cookie}` } });
+    assert.equal(page.status, 200, page.text);
+    assert.deepEqual([JSON.parse(page.text).url, JSON.parse(page.text).headers.cookie], ["/app?tab=2", "theirs=1"]);
+    // Only that port of that sandbox, and never envd.
+    assert.equal((await send({ path: "/", headers: { ...byHost(sandboxId, ECHO_PORT + 1), cookie } })).status, 404);
+    assert.equal((await send({ path: "/health", headers: { ...byHost(sandboxId, ENVD), cookie } })).status, 401);
+    // A forged, an expired, another port's ticket.
+    const ticket = url.searchParams.get("wrenn_port_ticket")!;
+    const forged = ticket.slice(0, -1) + (ticket.endsWith("A") ? "B" : "A");
+    assert.equal((await send({ path: `/?wrenn_port_ticket=${forged}`, headers: byHost(sandboxId, ECHO_PORT) })).status, 404);
+    const expired = portTicket(trafficToken, sandboxId, ECHO_PORT, Math.floor(Date.now() / 1000) - 120).ticket;
+    const late = await send({ path: `/?wrenn_port_ticket=${expired}`, headers: byHost(sandboxId, ECHO_PORT) });
+    assert.equal(late.status, 401, late.text);
+    assert.match(JSON.parse(late.text).message, /expired/);
+    assert.equal((await send({ path: `/?wrenn_port_ticket=${ticket}`, headers: byHost(sandboxId, ECHO_PORT + 1) })).status, 404);
+    // No link to envd's port; none to another team's sandbox.
+    assert.equal((await stack.call(stack.teamA, "POST", `/v1/sandboxes/${sandboxId}/ports/${ENVD}/link`)).status, 400);
+    assert.equal((await stack.call(stack.teamB, "POST", `/v1/sandboxes/${sandboxId}/ports/${ECHO_PORT}/link`)).status, 404);
   });
 
   test("the traffic access token never opens envd's port", async () => {

@@ -155,6 +155,21 @@ describe("the dashboard in chromium", { skip: skipBrowser }, () => {
     await page.locator('figure[data-chart="Memory"]').waitFor();
   });
 
+  test("an open port is a link that opens the server in the sandbox in a new tab (a one-minute ticket, then a cookie)", async () => {
+    // A server in the sandbox, started from the terminal (Node from /opt/wrenn: busybox httpd drops connections under gVisor).
+    await page.getByTestId("terminal").click();
+    await page.keyboard.type(`/opt/wrenn/lib/ld-linux-x86-64.so.2 --library-path /opt/wrenn/lib /opt/wrenn/lib/node -e 'require("http").createServer((q, s) => s.end("served-from-port-8123")).listen(8123)' &`);
+    await page.keyboard.press("Enter");
+    const link = page.getByRole("link", { name: new RegExp(`^https?://8123-${sandboxId}\\.`) });
+    await link.waitFor({ timeout: 60_000 });
+    const [tab] = await Promise.all([browser.context.waitForEvent("page"), link.click()]);
+    await waitUntil("the sandbox's page in the new tab", async () => (await tab.content().catch(() => "")).includes("served-from-port-8123"));
+    assert.doesNotMatch(tab.url(), /wrenn_port_ticket/, "the ticket stayed in the address bar");
+    await tab.reload(); // the cookie alone opens it now
+    await waitUntil("the page again, by cookie", async () => (await tab.content().catch(() => "")).includes("served-from-port-8123"));
+    await tab.close();
+  });
+
   test("snapshots the sandbox into a team template, keeping it running", async () => {
     await page.getByRole("button", { name: "Snapshot" }).click();
     const dialog = page.getByRole("dialog", { name: "Snapshot sandbox" });

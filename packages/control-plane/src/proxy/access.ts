@@ -12,6 +12,7 @@ import type { AuthCache } from "../api/auth-cache.js";
 import { resolveApiKey, type RequestAuth } from "../api/auth.js";
 import type { Repositories } from "../db/repositories.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
+import { checkPortTicket, matchesPortCookie, portCookieOf, PORT_TICKET_PARAM } from "./port-links.js";
 import { isValidSandboxId, type EdgeRoute } from "./route.js";
 import type { SandboxLocation, SandboxLocator } from "./sandbox-locator.js";
 
@@ -27,8 +28,12 @@ export interface Refusal {
 
 export interface Admitted {
   sandbox: SandboxLocation & { hostProxy: NonNullable<SandboxLocation["hostProxy"]> };
-  /** How the caller proved it may: an API key of the sandbox's team, the envd access token, a signed /files URL, or the traffic access token. */
-  by: "api-key" | "access-token" | "signature" | "traffic-token";
+  /**
+   * How the caller proved it may: an API key of the sandbox's team, the envd access token, a signed
+   * /files URL, the traffic access token, a port link's cookie (port-links.ts), or a port link's
+   * ticket (answered by the proxy itself with the cookie, never forwarded).
+   */
+  by: "api-key" | "access-token" | "signature" | "traffic-token" | "port-cookie" | "port-ticket";
 }
 
 const HOW_ENVD =
@@ -57,6 +62,12 @@ export class EdgeAccess {
     if (!apiKey && !accessToken && !trafficToken) {
       const signed = isEnvd ? signedFileRequest(request) : undefined;
       if (signed) return this.admitSigned(route, signed);
+      if (!isEnvd) {
+        const ticket = portTicketOf(request.url);
+        if (ticket !== undefined) return this.admitPortLink(route, { ticket });
+        const cookie = portCookieOf(single(headers.cookie));
+        if (cookie !== undefined) return this.admitPortLink(route, { cookie });
+      }
       const trafficOnEnvd = isEnvd && headers[TRAFFIC_ACCESS_TOKEN_HEADER] !== undefined;
       return refusal(401, `missing credentials: ${how}${trafficOnEnvd ? ` (${TRAFFIC_ACCESS_TOKEN_HEADER} opens the sandbox's own ports, never envd's)` : ""}`);
     }
@@ -99,6 +110,21 @@ export class EdgeAccess {
     if (problem === "expired") return refusal(401, "the signed URL has expired; ask for a new one");
     if (problem) return notFound;
     return this.reachable(sandbox, "signature");
+  }
+
+  /** A port link's ticket or cookie (port-links.ts), checked against the sandbox's traffic token. */
+  private async admitPortLink(route: EdgeRoute, given: { ticket: string } | { cookie: string }): Promise<Admitted | Refusal> {
+    const notFound = refusal(404, `sandbox ${route.sandboxId} not found`, route.sandboxId);
+    if (!isValidSandboxId(route.sandboxId)) return notFound;
+    const sandbox = await this.options.locator.find(route.sandboxId);
+    const token = sandbox?.trafficAccessToken;
+    if (!sandbox || !token) return notFound;
+    if ("cookie" in given) {
+      return matchesPortCookie(given.cookie, token, sandbox.sandboxId, route.port) ? this.reachable(sandbox, "port-cookie") : notFound;
+    }
+    const verdict = checkPortTicket(given.ticket, token, sandbox.sandboxId, route.port);
+    if (verdict === "expired") return refusal(401, "this link to the sandbox's port has expired; open it again from the dashboard");
+    return verdict === "ok" ? this.reachable(sandbox, "port-ticket") : notFound;
   }
 
   /** The key's team, as the API's authenticate() resolves it (same cache, same checks). */
@@ -162,4 +188,11 @@ function fileSignatureProblem(signed: SignedFileRequest, token: string): "expire
   // The signature first: only its holder learns that it expired.
   if (!tokenMatches(signed.signature, expected)) return "invalid";
   return expiration !== undefined && expiration < Date.now() / 1000 ? "expired" : undefined;
+}
+
+/** The port link ticket in a request's query, or undefined. */
+function portTicketOf(url: string | undefined): string | undefined {
+  const query = url?.indexOf("?") ?? -1;
+  if (query < 0) return undefined;
+  return new URLSearchParams(url!.slice(query + 1)).get(PORT_TICKET_PARAM) ?? undefined;
 }

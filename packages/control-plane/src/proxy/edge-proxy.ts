@@ -35,6 +35,7 @@ import { callAgent } from "../hosts/agent-client.js";
 import type { SandboxService } from "../sandboxes/service.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
 import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
+import { PORT_COOKIE, PORT_COOKIE_MAX_AGE_SEC, PORT_TICKET_PARAM, portCookieValue, withoutPortCookie } from "./port-links.js";
 import { edgeRouteOf, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, type EdgeRoute } from "./route.js";
 import { SandboxLocator } from "./sandbox-locator.js";
 
@@ -161,6 +162,7 @@ export class EdgeProxy {
   private async proxyRequest(req: IncomingMessage, res: ServerResponse, route: EdgeRoute): Promise<void> {
     const admission = await this.access.admit(req, route);
     if (isRefusal(admission)) return refuseOnResponse(req, res, admission);
+    if (admission.by === "port-ticket") return this.openPortLink(req, res, route, admission);
     const socket = req.socket;
     this.active.add(socket);
     res.once("close", () => this.active.delete(socket));
@@ -235,6 +237,7 @@ export class EdgeProxy {
   private async proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, route: EdgeRoute): Promise<void> {
     const admission = await this.access.admit(req, route);
     if (isRefusal(admission)) return refuseOnSocket(socket, admission);
+    if (admission.by === "port-ticket") return refuseOnSocket(socket, badRoute(`a port link opens a browser tab, not a WebSocket: open it, then connect with its cookie`));
     const upstream = this.request(req, route, admission, true, this.fresh);
     const abandon = () => upstream.destroy();
     socket.once("close", abandon);
@@ -267,6 +270,26 @@ export class EdgeProxy {
       refuseOnSocket(socket, notRunning(route.sandboxId, `its host's proxy cannot be reached (${err.code ?? err.message})`));
     });
     upstream.end();
+  }
+
+  /**
+   * A port link followed (port-links.ts): the cookie that stands for the traffic token on this host,
+   * and a redirect to the same URL without the ticket. Nothing reaches the sandbox.
+   */
+  private openPortLink(req: IncomingMessage, res: ServerResponse, route: EdgeRoute, admitted: Admitted): void {
+    const url = new URL(req.url ?? "/", "http://sandbox");
+    url.searchParams.delete(PORT_TICKET_PARAM);
+    const cookie = [
+      `${PORT_COOKIE}=${portCookieValue(admitted.sandbox.trafficAccessToken!, route.sandboxId, route.port)}`,
+      "Path=/",
+      "HttpOnly",
+      "SameSite=Lax",
+      `Max-Age=${PORT_COOKIE_MAX_AGE_SEC}`,
+      ...((req.socket as { encrypted?: boolean }).encrypted ? ["Secure"] : []),
+    ].join("; ");
+    req.resume();
+    res.writeHead(302, { location: url.pathname + url.search, "set-cookie": cookie, "cache-control": "no-store", "content-length": 0 });
+    res.end();
   }
 
   /**
@@ -317,6 +340,10 @@ export class EdgeProxy {
     delete headers[SANDBOX_PORT_HEADER];
     if (route.port !== ENVD_PORT) {
       delete headers[ACCESS_TOKEN_HEADER]; // envd's token is for envd only
+      // A port link's cookie is ours; the sandbox's own cookies pass.
+      const cookie = withoutPortCookie(typeof headers.cookie === "string" ? headers.cookie : undefined);
+      if (cookie === undefined) delete headers.cookie;
+      else headers.cookie = cookie;
     } else if (headers[ACCESS_TOKEN_HEADER] === undefined && admitted.by === "api-key" && admitted.sandbox.envdAccessToken) {
       headers[ACCESS_TOKEN_HEADER] = admitted.sandbox.envdAccessToken; // the team's key stands for the sandbox's token
     }

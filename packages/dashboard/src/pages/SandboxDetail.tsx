@@ -164,6 +164,25 @@ export function portUrl(sandboxId: string, port: number, where: Location = locat
   return `${where.protocol}//${port}-${sandboxId}.${domain}${where.port ? `:${where.port}` : ""}/`;
 }
 
+/**
+ * A browser cannot send the sandbox's traffic token as a header, so a click asks the API for a
+ * one-minute link (POST /v1/sandboxes/:id/ports/:port/link): following it leaves a cookie for that
+ * port's host only. The tab opens at once (a tab opened after an await is blocked as a pop-up).
+ */
+async function openPort(event: { preventDefault(): void }, sandboxId: string, port: number): Promise<void> {
+  event.preventDefault();
+  const tab = window.open("about:blank", "_blank");
+  if (tab) tab.opener = null;
+  try {
+    const link = await api<{ url: string }>("POST", `/v1/sandboxes/${sandboxId}/ports/${port}/link`);
+    if (tab) tab.location.href = link.url;
+    else window.location.href = link.url;
+  } catch (err) {
+    tab?.close();
+    window.alert(`Could not open port ${port}: ${(err as Error).message}`);
+  }
+}
+
 function Ports({ sandboxId }: { sandboxId: string }) {
   const ports = useLoad(
     async (signal) => {
@@ -191,7 +210,7 @@ function Ports({ sandboxId }: { sandboxId: string }) {
             {list.map((port) => (
               <li key={port} className="row mono">
                 <span style={{ minWidth: 56 }}>{port}</span>
-                <a href={portUrl(sandboxId, port)} target="_blank" rel="noreferrer">
+                <a href={portUrl(sandboxId, port)} target="_blank" rel="noreferrer" onClick={(event) => openPort(event, sandboxId, port)}>
                   {portUrl(sandboxId, port)}
                 </a>
               </li>

@@ -14,6 +14,8 @@ import { sseKeepalive } from "./sse.js";
 import { ErrorBody, errorResponses } from "../error-responses.js";
 import { AgentTime } from "../../sandboxes/agent-time.js";
 import { FINAL_STATUSES, NOT_ENDED_STATUSES } from "../../sandboxes/transitions.js";
+import { ENVD_PORT } from "../../sandboxes/envd-files.js";
+import { PORT_TICKET_PARAM, portTicket } from "../../proxy/port-links.js";
 
 /** The error statuses sandbox operations answer with beyond the common ones (conflicts, hosts down, disks full). */
 export const sandboxErrorResponses = { ...errorResponses, 409: ErrorBody, 503: ErrorBody, 507: ErrorBody } as const;
@@ -21,6 +23,13 @@ export const sandboxErrorResponses = { ...errorResponses, 409: ErrorBody, 503: E
 /** Sandbox ids are what the service makes: lowercase letters and digits (E2B's host names split on '-'). */
 export const SandboxId = z.string().regex(/^[a-z0-9]{1,64}$/, "a sandbox id is 1-64 lowercase letters and digits");
 export const SandboxParams = z.strictObject({ id: SandboxId });
+
+const PortLink = z
+  .object({
+    url: z.string().meta({ description: "Open it in a browser within a minute" }),
+    expiresAt: z.iso.datetime(),
+  })
+  .meta({ id: "PortLink" });
 
 const Seconds = z.int().min(0).max(30 * 86_400);
 const StringMap = (what: string) =>
@@ -349,6 +358,36 @@ export const sandboxRoutes: RouteModule = async (app, { deps, rateLimiters }) =>
     async (request) => {
       request.auditResource = { type: "sandbox", id: request.params.id };
       return toSandboxView(await sandboxes().setTimeout(request.auth.teamId, request.params.id, request.body.timeoutSec));
+    },
+  );
+
+  app.post(
+    "/sandboxes/:id/ports/:port/link",
+    {
+      config: { auditAction: "sandbox.port_link" },
+      schema: {
+        tags,
+        summary: "A link that opens one of the sandbox's ports in a browser (good for a minute)",
+        description:
+          "For a browser, which cannot send the traffic access token as a header: following the link sets a cookie on that port's host only (HttpOnly, 12 h) standing for the token, and redirects to the same URL without the ticket. envd's port is never opened this way.",
+        operationId: "createPortLink",
+        params: z.strictObject({ id: SandboxId, port: z.coerce.number().int().min(1).max(65535) }),
+        response: { 200: PortLink, ...sandboxErrorResponses },
+      },
+    },
+    async (request) => {
+      const { id, port } = request.params;
+      request.auditResource = { type: "sandbox", id };
+      if (port === ENVD_PORT) throw new WrennError("invalid_argument", `port ${ENVD_PORT} is envd's: use the SDK or the API, not a link`);
+      const sandbox = await sandboxes().get(request.auth.teamId, id);
+      if (sandbox.status !== "running") throw new WrennError("failed_precondition", `sandbox ${id} is ${sandbox.status}; resume it first`);
+      if (!sandbox.trafficAccessToken) throw new WrennError("failed_precondition", `sandbox ${id} has no traffic access token (made before they existed)`);
+      const { ticket, expiresAtSec } = portTicket(sandbox.trafficAccessToken, id, port);
+      // Where the caller reached the API (or WRENN_PUBLIC_URL): the edge proxy serves ports on the same port.
+      const base = new URL(deps.config.publicUrl ?? `${request.protocol}://${request.host}`);
+      const url = new URL(`${base.protocol}//${port}-${id}.${deps.config.domain}${base.port ? `:${base.port}` : ""}/`);
+      url.searchParams.set(PORT_TICKET_PARAM, ticket);
+      return { url: url.toString(), expiresAt: new Date(expiresAtSec * 1000).toISOString() };
     },
   );
 
