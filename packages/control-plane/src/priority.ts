@@ -1,10 +1,12 @@
-// The control plane runs ahead of the sandboxes in the CPU's queue. On a host that also runs
-// sandboxes (`make up`, a one-machine setup), untrusted code busy on every core otherwise makes
-// every API call and every proxied envd call wait for a CPU: measured on the 2-vCPU benchmark VM,
-// the edge proxy's overhead on `commands.run("true")` (gVisor starting bash on both cores) fell
-// from 4.5 to 1.7 ms per call at nice -10 (docs/benchmarks.md, edge proxy run 9). Set before the
-// embedded PostgreSQL starts, which inherits it. The host agent is left alone: the sandboxes it
-// starts would inherit its priority.
+// The control plane runs ahead of the sandboxes in the CPU's queue: on a host that also runs
+// sandboxes (`make up`, a one-machine setup), untrusted code busy on every core must not make every
+// API call and every proxied call wait for a CPU, as a host's own services go before its workloads.
+// On the 2-vCPU benchmark VM the edge proxy's overhead on `commands.run("true")` (gVisor starting
+// bash on both cores meanwhile) was 1.7 and 4.5 ms per call at -10, 4.5 and 6.1 ms at 0 (four runs,
+// docs/benchmarks.md "Edge proxy" runs 8-10): a hint, within that measure's noise, not a proof.
+// Linux keeps niceness per thread: this sets the main thread's, the one that serves requests. Set
+// before the embedded PostgreSQL starts, which inherits it. The host agent keeps its priority: the
+// sandboxes it starts would inherit a raised one.
 import { getPriority, setPriority } from "node:os";
 import type { Logger } from "pino";
 
