@@ -69,6 +69,34 @@ describe("the dashboard in chromium", { skip: skipBrowser }, () => {
     await hosts.getByText("ready").waitFor();
   });
 
+  test("works from the keyboard alone: Tab reaches the navigation and the actions, Enter follows and opens, Escape closes", async () => {
+    await page.getByRole("link", { name: "Sandboxes" }).click();
+    await page.locator("body").click({ position: { x: 1, y: 1 } }); // nothing focused
+    /** Tabs until `matches` holds for the focused element (its text and tag), at most 40 times. */
+    async function tabTo(what: string, matches: (focused: { tag: string; text: string }) => boolean): Promise<void> {
+      for (let i = 0; i < 40; i++) {
+        await page.keyboard.press("Tab");
+        const focused = await page.evaluate(() => ({ tag: document.activeElement?.tagName ?? "", text: (document.activeElement as HTMLElement | null)?.innerText?.trim() ?? "" }));
+        if (matches(focused)) return;
+      }
+      assert.fail(`Tab never reached ${what}`);
+    }
+    await tabTo("the Templates link", ({ tag, text }) => tag === "A" && text === "Templates");
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/\/ui\/templates$/);
+    await page.getByRole("link", { name: "Sandboxes" }).focus();
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/\/ui\/sandboxes$/);
+    await tabTo("the new-sandbox button", ({ tag, text }) => tag === "BUTTON" && text === "+ New sandbox");
+    await page.keyboard.press("Enter");
+    const dialog = page.getByRole("dialog", { name: "New sandbox" });
+    await dialog.waitFor();
+    const focusInside = await dialog.evaluate((element) => element.contains(document.activeElement));
+    assert.ok(focusInside, "the dialog opened without taking the focus");
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+  });
+
   test("creates a sandbox from the dialog and lands on its page, running", async () => {
     await page.getByRole("link", { name: "Sandboxes" }).click();
     await page.getByRole("button", { name: "+ New sandbox" }).click();
