@@ -122,7 +122,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const stop = () => (stopping ??= (async () => {
     clearInterval(reaper);
     manager.warmPool.stop();
-    metrics.stop();
+    void metrics.stop(); // a pass under way finishes on its own; shutdown does not wait for it
     firewall.close();
     await Promise.all([rpc.close(), proxy.close()]);
   })());

@@ -68,9 +68,11 @@ export class MetricsSampler {
     this.timer.unref();
   }
 
-  stop(): void {
+  /** Stops the timer; resolves once a pass already under way has recorded what it read. */
+  stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    return this.pass;
   }
 
   /** Samples every tracked sandbox once, after any pass already running. Never rejects. */
