@@ -296,9 +296,19 @@ export class ManagedProcess {
     lastData = Math.max(lastData, Date.now());
     let settled = false;
     void ended.then(() => (settled = true));
+    // A clock says nothing about unread bytes when the event loop was busy: a timer that fires
+    // late runs before the loop has polled the pipes again (one SIGCHLD reaps every child that
+    // has exited, so an exit can even be handled before its last write has been seen). So quiet
+    // also means that one poll of the pipes after the wait (setImmediate runs after it) read
+    // nothing.
     while (!settled) {
-      const idleFor = Date.now() - lastData;
-      if (!this.paused && idleFor >= OUTPUT_IDLE_AFTER_EXIT_MS) break;
+      if (!this.paused && Date.now() - lastData >= OUTPUT_IDLE_AFTER_EXIT_MS) {
+        const before = lastData;
+        await new Promise((r) => setImmediate(r));
+        if (settled) break;
+        if (lastData === before && !this.paused) break;
+        continue;
+      }
       await Promise.race([ended, new Promise((r) => setTimeout(r, OUTPUT_IDLE_AFTER_EXIT_MS))]);
     }
     for (const stream of outputs) stream.destroy();
