@@ -26,12 +26,14 @@ interface SandboxPools {
   userPorts: http.Agent;
 }
 
-const pooled = (timeout: number) => new http.Agent({ keepAlive: true, scheduling: "lifo", timeout });
+// noDelay: a relay passes on small writes (a streamed event, a request's last chunk) as they come;
+// Nagle's algorithm would hold one back until the previous segment is acknowledged.
+const pooled = (timeout: number) => new http.Agent({ keepAlive: true, scheduling: "lifo", timeout, noDelay: true });
 
 export class SandboxConnections {
   private readonly bySandbox = new Map<string, SandboxPools>();
   /** One connection per request, closed after it: for bodies that cannot be sent twice, and replays. */
-  readonly fresh = new http.Agent({ keepAlive: false });
+  readonly fresh = new http.Agent({ keepAlive: false, noDelay: true });
 
   /** The pool for `port` of the sandbox at `address`; a sandbox seen at a new address starts afresh. */
   agentFor(sandboxId: string, address: string, port: number): http.Agent {

@@ -84,9 +84,9 @@ function notRunning(sandboxId: string, why: string): Refusal {
 }
 
 export class EdgeProxy {
-  private readonly agent = new http.Agent({ keepAlive: true, scheduling: "lifo", timeout: HOST_FREE_TIMEOUT_MS });
+  private readonly agent = new http.Agent({ keepAlive: true, scheduling: "lifo", timeout: HOST_FREE_TIMEOUT_MS, noDelay: true });
   /** One connection per request: for bodies that cannot be sent twice, replays and WebSockets. */
-  private readonly fresh = new http.Agent({ keepAlive: false });
+  private readonly fresh = new http.Agent({ keepAlive: false, noDelay: true });
   private readonly locator: SandboxLocator;
   private readonly access: EdgeAccess;
   private readonly log: Logger;
