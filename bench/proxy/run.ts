@@ -1,14 +1,16 @@
 // Benchmarks the edge proxy (issue 5) against the same calls made straight to envd from the host,
 // side by side in one run, with the unmodified e2b SDK on both paths:
-// - `commands.run("true")` round trips: SDK → control plane's edge proxy → host's port proxy →
-//   envd, vs SDK → envd at the sandbox's address (the SDK's `sandboxUrl` pointed at it), 200 each,
-//   interleaved so the machine's drift hits both alike (goal: proxy overhead ≤ 2 ms at p50).
+// - `commands.run("true")` round trips: SDK → control plane's edge proxy → envd, vs SDK → envd at
+//   the sandbox's address (the SDK's `sandboxUrl` pointed at it), vs SDK → a bare Node relay →
+//   envd (bare-relay.ts: the floor of any process in the path on this machine), 200 each,
+//   interleaved so the machine's drift hits all alike (goal: proxy overhead ≤ 2 ms at p50).
 //   The same for a unary envd call (files.getInfo: a Stat), the proxy's cost without a process start.
-// - `files.write` / `files.read` of 256 MiB through the proxy vs directly (goal: within 1.5×), and
-//   `cp` of the same file on the host as the floor of moving those bytes here at all.
+// - `files.write` / `files.read` of 256 MiB through the proxy vs directly (goal: within 1.5×), the
+//   bare relay's ratio beside it, and `cp` of the same file on the host as the floor of moving
+//   those bytes here at all.
 // Usage: `make bench-proxy`, or `node --import tsx bench/proxy/run.ts [--runs 200] [--mib 256] [--file-runs 3]`.
 import { randomBytes } from "node:crypto";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -19,6 +21,7 @@ import { TemplateStore } from "../../packages/host-agent/src/sandbox/storage/tem
 import { newDataDir, removeDataDir, startAgentProcess, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 import { buildBashTemplate } from "../../packages/host-agent/test/template.js";
 import { startControlPlane, stopControlPlane, summary, type ControlPlaneUnderBench } from "../stack.js";
+import { cpuMsOf } from "../proc.js";
 
 const { values } = parseArgs({
   options: {
@@ -46,35 +49,80 @@ async function timed(action: () => Promise<unknown>): Promise<number> {
   return performance.now() - started;
 }
 
-/** The same call through the proxy and straight to envd, RUNS times each, alternating (after 10 of each to warm up). */
-async function sideBySide(label: string, proxied: () => Promise<unknown>, direct: () => Promise<unknown>) {
-  for (let i = 0; i < 10; i++) {
-    await proxied();
-    await direct();
-  }
-  const viaProxy: number[] = [];
-  const straight: number[] = [];
+interface Paths {
+  /** SDK → the control plane's edge proxy → envd. */
+  proxy: () => Promise<unknown>;
+  /** SDK → a bare Node relay (bare-relay.ts) → envd: the floor of any process in the path. */
+  relay: () => Promise<unknown>;
+  /** SDK → envd at the sandbox's address. */
+  direct: () => Promise<unknown>;
+}
+
+/**
+ * The same call by the three paths, RUNS times each, in turns (after 10 of each to warm up); the
+ * order within a turn rotates so that no path always follows another's wake-ups. Also the CPU
+ * the edge proxy and the bare relay spent per call.
+ */
+async function sideBySide(label: string, paths: Paths, processes: { controlPlane: number; relay: number }) {
+  for (let i = 0; i < 10; i++) for (const call of Object.values(paths)) await call();
+  const took = { proxy: [] as number[], relay: [] as number[], direct: [] as number[] };
+  const order = ["proxy", "relay", "direct"] as const;
+  // The control plane's CPU time is read around every call: what it spends while the other two
+  // paths run (heartbeats, the reconciler, metrics — more while the sandbox is busy) is its
+  // background rate, and what it spends during proxied calls beyond that rate is the proxy's.
+  const controlPlane = { proxyMs: 0, proxyElapsedMs: 0, otherMs: 0, otherElapsedMs: 0 };
+  const relayBefore = cpuMsOf(processes.relay);
   for (let i = 0; i < RUNS; i++) {
-    // Which goes first alternates, so neither side always follows the other's wake-ups.
-    if (i % 2 === 0) {
-      viaProxy.push(await timed(proxied));
-      straight.push(await timed(direct));
-    } else {
-      straight.push(await timed(direct));
-      viaProxy.push(await timed(proxied));
+    for (let k = 0; k < order.length; k++) {
+      const path = order[(i + k) % order.length]!;
+      const cpuBefore = cpuMsOf(processes.controlPlane);
+      const elapsed = await timed(paths[path]);
+      took[path].push(elapsed);
+      const spent = cpuMsOf(processes.controlPlane) - cpuBefore;
+      if (path === "proxy") {
+        controlPlane.proxyMs += spent;
+        controlPlane.proxyElapsedMs += elapsed;
+      } else {
+        controlPlane.otherMs += spent;
+        controlPlane.otherElapsedMs += elapsed;
+      }
     }
   }
-  const proxy = summary(viaProxy);
-  const directStats = summary(straight);
-  const overheadMs = { p50: +(proxy.p50 - directStats.p50).toFixed(2), p95: +(proxy.p95 - directStats.p95).toFixed(2) };
-  // Each pair's own difference: a call that starts a process in gVisor varies by tens of ms from
+  const backgroundPerMs = controlPlane.otherMs / controlPlane.otherElapsedMs;
+  const cpuPerCallMs = {
+    controlPlane: +((controlPlane.proxyMs - backgroundPerMs * controlPlane.proxyElapsedMs) / RUNS).toFixed(2),
+    controlPlaneBackgroundMsPerS: +(backgroundPerMs * 1000).toFixed(1),
+    relay: +((cpuMsOf(processes.relay) - relayBefore) / RUNS).toFixed(2),
+  };
+  const stats = { proxy: summary(took.proxy), relay: summary(took.relay), direct: summary(took.direct) };
+  // Each turn's own difference: a call that starts a process in gVisor varies by tens of ms from
   // one call to the next, so the difference of two p50s moves by several ms from run to run;
-  // the distribution of per-pair differences is the proxy's own cost, call by call.
-  const paired = summary(viaProxy.map((took, i) => took - straight[i]!));
-  const pairedOverheadMs = { p50: +paired.p50.toFixed(2), p95: +paired.p95.toFixed(2) };
-  console.log(`${label} direct to envd: p50 ${ms(directStats.p50)}, p95 ${ms(directStats.p95)}; via the edge proxy: p50 ${ms(proxy.p50)}, p95 ${ms(proxy.p95)} (n=${RUNS})`);
-  console.log(`${label} proxy overhead: p50s' difference ${ms(overheadMs.p50)}, p95s' ${ms(overheadMs.p95)}; per pair: p50 ${ms(pairedOverheadMs.p50)}, p95 ${ms(pairedOverheadMs.p95)}`);
-  return { proxy, direct: directStats, overheadMs, pairedOverheadMs };
+  // the distribution of per-turn differences is a hop's own cost, call by call.
+  const against = (path: "proxy" | "relay") => {
+    const paired = summary(took[path].map((elapsed, i) => elapsed - took.direct[i]!));
+    return { p50: +(stats[path].p50 - stats.direct.p50).toFixed(2), perPairP50: +paired.p50.toFixed(2), perPairP95: +paired.p95.toFixed(2) };
+  };
+  const overheadMs = against("proxy");
+  const relayOverheadMs = against("relay");
+  console.log(`${label} p50 / p95: direct to envd ${ms(stats.direct.p50)} / ${ms(stats.direct.p95)}; via the edge proxy ${ms(stats.proxy.p50)} / ${ms(stats.proxy.p95)}; via a bare relay ${ms(stats.relay.p50)} / ${ms(stats.relay.p95)} (n=${RUNS})`);
+  console.log(`${label} edge proxy overhead: p50s' difference ${ms(overheadMs.p50)}; per pair p50 ${ms(overheadMs.perPairP50)}, p95 ${ms(overheadMs.perPairP95)}`);
+  console.log(`${label} bare relay overhead (floor): p50s' difference ${ms(relayOverheadMs.p50)}; per pair p50 ${ms(relayOverheadMs.perPairP50)}, p95 ${ms(relayOverheadMs.perPairP95)}`);
+  console.log(`${label} CPU per call: edge proxy ${cpuPerCallMs.controlPlane} ms (the control plane's, less its background ${cpuPerCallMs.controlPlaneBackgroundMsPerS} ms/s), bare relay ${cpuPerCallMs.relay} ms`);
+  return { proxy: stats.proxy, relay: stats.relay, direct: stats.direct, overheadMs, relayOverheadMs, cpuPerCallMs };
+}
+
+/** Starts bare-relay.ts in front of envd at `address`; resolves with its process and port. */
+async function startBareRelay(address: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "bare-relay.ts"), address], { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (chunk: Buffer) => {
+      const match = /relay (\d+)/.exec((out += chunk.toString()));
+      if (match) resolve(Number(match[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`the bare relay exited with ${code}`)));
+  });
+  return { child, port };
 }
 
 async function main(): Promise<void> {
@@ -82,6 +130,7 @@ async function main(): Promise<void> {
   let agent: AgentUnderTest | undefined;
   let stack: ControlPlaneUnderBench | undefined;
   let sandbox: Sandbox | undefined;
+  let relay: { child: ChildProcess; port: number } | undefined;
   const scratch = await mkdtemp(path.join(tmpdir(), "wrenn-bench-proxy-"));
   try {
     const dataDir = await newDataDir();
@@ -94,13 +143,17 @@ async function main(): Promise<void> {
     if (!hostIp) throw new Error("the agent does not list the benchmark's sandbox");
     // The same sandbox, the SDK pointed straight at envd on the sandbox's address (the host reaches it).
     const direct = await Sandbox.connect(sandbox.sandboxId, { ...viaProxy, sandboxUrl: `http://${hostIp}:${ENVD_PORT}` });
+    // And through the least a process in the path can do, the floor for the proxy's overhead.
+    relay = await startBareRelay(hostIp);
+    const relayed = await Sandbox.connect(sandbox.sandboxId, { ...viaProxy, sandboxUrl: `http://127.0.0.1:${relay.port}` });
+    const processes = { controlPlane: stack.child.pid!, relay: relay.child.pid! };
 
     // Round trips, warmed, then alternating: a command, and (the proxy's own cost, free of a
     // process start in gVisor, ~100-300 ms here and noisy) a unary envd call, a filesystem Stat.
-    const runCommand = await sideBySide('commands.run("true")', () => sandbox!.commands.run("true"), () => direct.commands.run("true"));
+    const runCommand = await sideBySide('commands.run("true")', { proxy: () => sandbox!.commands.run("true"), relay: () => relayed.commands.run("true"), direct: () => direct.commands.run("true") }, processes);
     report.commandsRunTrue = { ...runCommand, ratioP50: +(runCommand.proxy.p50 / runCommand.direct.p50).toFixed(3) };
     console.log(`  (goal: overhead ≤ ${GOALS.overheadP50Ms} ms at p50)`);
-    report.filesGetInfo = await sideBySide('files.getInfo("/")', () => sandbox!.files.getInfo("/"), () => direct.files.getInfo("/"));
+    report.filesGetInfo = await sideBySide('files.getInfo("/")', { proxy: () => sandbox!.files.getInfo("/"), relay: () => relayed.files.getInfo("/"), direct: () => direct.files.getInfo("/") }, processes);
 
     // Files: the same bytes up and down both ways, and cp on the host as the floor. In the home
     // directory (the sandbox's disk): /tmp is a tmpfs in gVisor, counted against its memory.
@@ -109,7 +162,7 @@ async function main(): Promise<void> {
     const payload = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
     const source = path.join(scratch, "payload");
     await writeFile(source, bytes);
-    const samples = { cp: [] as number[], proxyUp: [] as number[], directUp: [] as number[], proxyDown: [] as number[], directDown: [] as number[] };
+    const samples = { cp: [] as number[], proxyUp: [] as number[], directUp: [] as number[], relayUp: [] as number[], proxyDown: [] as number[], directDown: [] as number[], relayDown: [] as number[] };
     const check = (read: Uint8Array, how: string) => {
       if (read.byteLength !== bytes.byteLength || !Buffer.from(read.buffer, read.byteOffset, read.byteLength).equals(bytes)) throw new Error(`${how}: the file read back differs`);
     };
@@ -118,27 +171,43 @@ async function main(): Promise<void> {
       await rm(path.join(scratch, "copy"));
       samples.proxyUp.push(await timed(() => sandbox!.files.write("/home/user/payload-proxy", payload)));
       samples.directUp.push(await timed(() => direct.files.write("/home/user/payload-direct", payload)));
+      samples.relayUp.push(await timed(() => relayed.files.write("/home/user/payload-relay", payload)));
       let read: Uint8Array | undefined;
       samples.proxyDown.push(await timed(async () => (read = await sandbox!.files.read("/home/user/payload-direct", { format: "bytes" }))));
       check(read!, "via the proxy");
       samples.directDown.push(await timed(async () => (read = await direct.files.read("/home/user/payload-proxy", { format: "bytes" }))));
       check(read!, "directly");
-      await sandbox.commands.run("rm -f /home/user/payload-proxy /home/user/payload-direct");
+      samples.relayDown.push(await timed(async () => (read = await relayed.files.read("/home/user/payload-relay", { format: "bytes" }))));
+      check(read!, "via the bare relay");
+      await sandbox.commands.run("rm -f /home/user/payload-proxy /home/user/payload-direct /home/user/payload-relay");
     }
     const size = bytes.byteLength;
     const rate = (list: number[]) => mibPerSec(size, summary(list).p50);
     const files = {
       mib: MIB,
       cpMiBps: rate(samples.cp),
-      upload: { proxyMiBps: rate(samples.proxyUp), directMiBps: rate(samples.directUp), ratio: +(summary(samples.proxyUp).p50 / summary(samples.directUp).p50).toFixed(3) },
-      download: { proxyMiBps: rate(samples.proxyDown), directMiBps: rate(samples.directDown), ratio: +(summary(samples.proxyDown).p50 / summary(samples.directDown).p50).toFixed(3) },
+      upload: {
+        proxyMiBps: rate(samples.proxyUp),
+        directMiBps: rate(samples.directUp),
+        relayMiBps: rate(samples.relayUp),
+        ratio: +(summary(samples.proxyUp).p50 / summary(samples.directUp).p50).toFixed(3),
+        relayRatio: +(summary(samples.relayUp).p50 / summary(samples.directUp).p50).toFixed(3),
+      },
+      download: {
+        proxyMiBps: rate(samples.proxyDown),
+        directMiBps: rate(samples.directDown),
+        relayMiBps: rate(samples.relayDown),
+        ratio: +(summary(samples.proxyDown).p50 / summary(samples.directDown).p50).toFixed(3),
+        relayRatio: +(summary(samples.relayDown).p50 / summary(samples.directDown).p50).toFixed(3),
+      },
     };
     report.files = files;
     console.log(`cp of ${MIB} MiB on the host (floor): ${files.cpMiBps} MiB/s`);
-    console.log(`files.write ${MIB} MiB: direct ${files.upload.directMiBps} MiB/s, via proxy ${files.upload.proxyMiBps} MiB/s → proxy takes ${files.upload.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×)`);
-    console.log(`files.read  ${MIB} MiB: direct ${files.download.directMiBps} MiB/s, via proxy ${files.download.proxyMiBps} MiB/s → proxy takes ${files.download.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×)`);
+    console.log(`files.write ${MIB} MiB: direct ${files.upload.directMiBps} MiB/s, via proxy ${files.upload.proxyMiBps} MiB/s → proxy takes ${files.upload.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.upload.relayMiBps} MiB/s, ${files.upload.relayRatio}×`);
+    console.log(`files.read  ${MIB} MiB: direct ${files.download.directMiBps} MiB/s, via proxy ${files.download.proxyMiBps} MiB/s → proxy takes ${files.download.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.download.relayMiBps} MiB/s, ${files.download.relayRatio}×`);
   } finally {
     await sandbox?.kill().catch(() => undefined);
+    relay?.child.kill("SIGTERM");
     await stopControlPlane(stack);
     if (agent) {
       await agent.client.terminate({}).catch(() => undefined);
