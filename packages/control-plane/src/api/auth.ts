@@ -8,6 +8,7 @@ import { SESSION_REFRESH_MS, SESSION_TTL_MS } from "../db/sessions.js";
 import type { AuthCache } from "./auth-cache.js";
 import type { Session, Team } from "../db/schema.js";
 import { WrennError } from "../errors.js";
+import { cookieValue } from "../cookies.js";
 
 export interface RequestAuth {
   teamId: string;
@@ -116,13 +117,7 @@ export function sessionAuth(session: Session, team: Team): RequestAuth {
 
 /** The session cookie's value, or undefined. */
 export function sessionToken(request: FastifyRequest): string | undefined {
-  for (const part of (request.headers.cookie ?? "").split(";")) {
-    const at = part.indexOf("=");
-    if (at < 0 || part.slice(0, at).trim() !== SESSION_COOKIE) continue;
-    const value = part.slice(at + 1).trim();
-    if (value) return value;
-  }
-  return undefined;
+  return cookieValue(request.headers.cookie, SESSION_COOKIE);
 }
 
 /** Whether the request reached us over https (directly or, per X-Forwarded-Proto, through a proxy). */

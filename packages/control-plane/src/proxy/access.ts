@@ -12,7 +12,8 @@ import type { AuthCache } from "../api/auth-cache.js";
 import { resolveApiKey, type RequestAuth } from "../api/auth.js";
 import type { Repositories } from "../db/repositories.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
-import { checkPortTicket, matchesPortCookie, portCookieOf, PORT_TICKET_PARAM } from "./port-links.js";
+import { checkPortTicket, matchesPortCookie, PORT_COOKIE, PORT_TICKET_PARAM } from "./port-links.js";
+import { cookieValue } from "../cookies.js";
 import { isValidSandboxId, type EdgeRoute } from "./route.js";
 import type { SandboxLocation, SandboxLocator } from "./sandbox-locator.js";
 
@@ -65,7 +66,7 @@ export class EdgeAccess {
       if (!isEnvd) {
         const ticket = portTicketOf(request.url);
         if (ticket !== undefined) return this.admitPortLink(route, { ticket });
-        const cookie = portCookieOf(single(headers.cookie));
+        const cookie = cookieValue(single(headers.cookie), PORT_COOKIE);
         if (cookie !== undefined) return this.admitPortLink(route, { cookie });
       }
       const trafficOnEnvd = isEnvd && headers[TRAFFIC_ACCESS_TOKEN_HEADER] !== undefined;

@@ -43,23 +43,6 @@ export function portCookieValue(trafficToken: string, sandboxId: string, port: n
   return mac(trafficToken, `cookie:${sandboxId}:${port}`);
 }
 
-/** The value of our cookie in a Cookie header, or undefined. */
-export function portCookieOf(cookieHeader: string | undefined): string | undefined {
-  for (const part of (cookieHeader ?? "").split(";")) {
-    const at = part.indexOf("=");
-    if (at > 0 && part.slice(0, at).trim() === PORT_COOKIE) return part.slice(at + 1).trim() || undefined;
-  }
-  return undefined;
-}
-
-/** The Cookie header without our cookie (the sandbox's own cookies pass); undefined when nothing is left. */
-export function withoutPortCookie(cookieHeader: string | undefined): string | undefined {
-  const kept = (cookieHeader ?? "")
-    .split(";")
-    .map((part) => part.trim())
-    .filter((part) => part !== "" && part.slice(0, part.indexOf("=")).trim() !== PORT_COOKIE);
-  return kept.length > 0 ? kept.join("; ") : undefined;
-}
 
 export function matchesPortCookie(given: string, trafficToken: string, sandboxId: string, port: number): boolean {
   return sameText(given, portCookieValue(trafficToken, sandboxId, port));
