@@ -35,7 +35,8 @@ import { callAgent } from "../hosts/agent-client.js";
 import type { SandboxService } from "../sandboxes/service.js";
 import { ENVD_PORT } from "../sandboxes/envd-files.js";
 import { ACCESS_TOKEN_HEADER, API_KEY_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER, EdgeAccess, isRefusal, type Admitted, type Refusal } from "./access.js";
-import { PORT_COOKIE, PORT_COOKIE_MAX_AGE_SEC, PORT_TICKET_PARAM, portCookieValue, withoutPortCookie } from "./port-links.js";
+import { PORT_COOKIE, PORT_COOKIE_MAX_AGE_SEC, PORT_TICKET_PARAM, portCookieValue } from "./port-links.js";
+import { withoutCookie } from "../cookies.js";
 import { edgeRouteOf, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, type EdgeRoute } from "./route.js";
 import { SandboxLocator } from "./sandbox-locator.js";
 
@@ -315,9 +316,11 @@ export class EdgeProxy {
 
   /** Tells the sandbox's host of its direct traffic, at most once a second; a host that no longer runs it ends the direct route. */
   private noteActivity(admitted: Admitted): void {
-    const { sandboxId, hostId } = admitted.sandbox;
+    const { sandboxId, hostId, pingedAt } = admitted.sandbox;
     const now = Date.now();
-    if (hostId === undefined || now - (this.pinged.get(sandboxId) ?? 0) < ACTIVITY_PING_INTERVAL_MS) return;
+    // The lookup's own ping counts: the first request after it need not ping again.
+    const last = Math.max(this.pinged.get(sandboxId) ?? 0, pingedAt ?? 0);
+    if (hostId === undefined || now - last < ACTIVITY_PING_INTERVAL_MS) return;
     this.pinged.set(sandboxId, now);
     void this.options.registry
       .connect(hostId)
@@ -341,7 +344,7 @@ export class EdgeProxy {
     if (route.port !== ENVD_PORT) {
       delete headers[ACCESS_TOKEN_HEADER]; // envd's token is for envd only
       // A port link's cookie is ours; the sandbox's own cookies pass.
-      const cookie = withoutPortCookie(typeof headers.cookie === "string" ? headers.cookie : undefined);
+      const cookie = withoutCookie(typeof headers.cookie === "string" ? headers.cookie : undefined, PORT_COOKIE);
       if (cookie === undefined) delete headers.cookie;
       else headers.cookie = cookie;
     } else if (headers[ACCESS_TOKEN_HEADER] === undefined && admitted.by === "api-key" && admitted.sandbox.envdAccessToken) {

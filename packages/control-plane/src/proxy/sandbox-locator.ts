@@ -45,6 +45,8 @@ export interface SandboxLocation {
   unreachable?: string;
   /** The sandbox's address, where envd answers this process directly (its host is this machine and says it runs). */
   envdDirect?: { address: string };
+  /** When the lookup's PingSandbox answered (Date.now()): that ping also told the host of activity. */
+  pingedAt?: number;
 }
 
 /** Whether a host's agent, at `hostname`, shares this machine's loopback (and so its routes to sandboxes). */
@@ -110,6 +112,7 @@ export class SandboxLocator {
       // Only a sandbox with its own envd token: envd then refuses a request meant for another sandbox.
       if (direct && row.envdAccessToken && (row.timeoutSec === 0 || row.timeoutSec >= DIRECT_MIN_TIMEOUT_SEC)) {
         const ping = await callAgent(client.pingSandbox({ sandboxId }, { timeoutMs: PING_TIMEOUT_MS }), row.hostId).catch(() => undefined);
+        if (ping) location.pingedAt = Date.now();
         if (ping?.status === "running" && ping.sandboxAddress) location.envdDirect = { address: ping.sandboxAddress };
       }
     } catch (err) {
