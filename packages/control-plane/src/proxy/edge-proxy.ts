@@ -57,8 +57,16 @@ const HOST_NOT_FOUND_MAX_BYTES = 512;
 const HOST_FREE_TIMEOUT_MS = 30_000;
 /** envd at a sandbox's own address that does not accept a connection within this is asked through the host. */
 const DIRECT_CONNECT_TIMEOUT_MS = 2_000;
-/** The host hears of a sandbox's direct traffic at most this often (PingSandbox: its inactivity timer). */
-const ACTIVITY_PING_INTERVAL_MS = 1_000;
+/**
+ * How often at most a sandbox's host hears of its direct traffic (PingSandbox: its inactivity
+ * timer): a twentieth of the sandbox's timeout, between 1 and 15 s. Traffic within an interval is
+ * told at its end, so the host's timer always runs from after the last request: a busy sandbox is
+ * never paused early, and an idle one at most an interval late.
+ */
+export function activityIntervalMs(timeoutSec: number | undefined): number {
+  if (!timeoutSec) return 15_000; // no timeout (or not known): nothing to keep from expiring
+  return Math.min(15_000, Math.max(1_000, timeoutSec * 50));
+}
 
 export interface EdgeProxyOptions {
   /** Sandbox hosts are `<port>-<sandboxId>.<domain>`. */
@@ -95,8 +103,8 @@ export class EdgeProxy {
   private readonly active = new Set<Duplex>();
   /** Kept-alive connections to envd at sandboxes' own addresses, per sandbox. */
   private readonly direct = new SandboxConnections();
-  /** When each sandbox's host was last told of its direct traffic. */
-  private readonly pinged = new LRUCache<string, number>({ max: 50_000 });
+  /** When each sandbox's host was last told of its direct traffic, and the report of traffic since, if due. */
+  private readonly activity = new LRUCache<string, { pingedAt: number; due?: NodeJS.Timeout }>({ max: 50_000, dispose: (state) => clearTimeout(state.due) });
   /** Upgrades not for a sandbox, for the API: a server that never listens, only emits "upgrade". */
   readonly apiUpgrades = new http.Server();
 
@@ -147,7 +155,7 @@ export class EdgeProxy {
    */
   forget(sandboxId: string, status?: SandboxStatus): void {
     this.locator.forget(sandboxId);
-    this.pinged.delete(sandboxId);
+    this.activity.delete(sandboxId); // its report due, if any, is dropped (dispose)
     this.direct.drop(sandboxId, status === "stopped" || status === "error");
   }
 
@@ -158,6 +166,7 @@ export class EdgeProxy {
     this.agent.destroy();
     this.fresh.destroy();
     this.direct.destroy();
+    this.activity.clear();
   }
 
   private async proxyRequest(req: IncomingMessage, res: ServerResponse, route: EdgeRoute): Promise<void> {
@@ -314,14 +323,30 @@ export class EdgeProxy {
     return upstream;
   }
 
-  /** Tells the sandbox's host of its direct traffic, at most once a second; a host that no longer runs it ends the direct route. */
+  /** Tells the sandbox's host of its direct traffic (activityIntervalMs); a host that no longer runs it ends the direct route. */
   private noteActivity(admitted: Admitted): void {
-    const { sandboxId, hostId, pingedAt } = admitted.sandbox;
-    const now = Date.now();
+    const { sandboxId, hostId, pingedAt, timeoutSec } = admitted.sandbox;
+    if (hostId === undefined) return;
+    let state = this.activity.get(sandboxId);
+    if (!state) {
+      state = { pingedAt: 0 };
+      this.activity.set(sandboxId, state);
+    }
     // The lookup's own ping counts: the first request after it need not ping again.
-    const last = Math.max(this.pinged.get(sandboxId) ?? 0, pingedAt ?? 0);
-    if (hostId === undefined || now - last < ACTIVITY_PING_INTERVAL_MS) return;
-    this.pinged.set(sandboxId, now);
+    const last = Math.max(state.pingedAt, pingedAt ?? 0);
+    const wait = last + activityIntervalMs(timeoutSec) - Date.now();
+    if (wait <= 0) return this.pingForActivity(sandboxId, hostId, state);
+    if (state.due) return; // this traffic is told when the interval ends
+    const ofState = state;
+    state.due = setTimeout(() => {
+      ofState.due = undefined;
+      if (this.activity.get(sandboxId) === ofState) this.pingForActivity(sandboxId, hostId, ofState);
+    }, wait);
+    state.due.unref();
+  }
+
+  private pingForActivity(sandboxId: string, hostId: string, state: { pingedAt: number }): void {
+    state.pingedAt = Date.now();
     void this.options.registry
       .connect(hostId)
       .then(({ client }) => callAgent(client.pingSandbox({ sandboxId }), hostId))

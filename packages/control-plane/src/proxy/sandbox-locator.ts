@@ -47,6 +47,8 @@ export interface SandboxLocation {
   envdDirect?: { address: string };
   /** When the lookup's PingSandbox answered (Date.now()): that ping also told the host of activity. */
   pingedAt?: number;
+  /** The sandbox's inactivity timeout when looked up (0: none). */
+  timeoutSec?: number;
 }
 
 /** Whether a host's agent, at `hostname`, shares this machine's loopback (and so its routes to sandboxes). */
@@ -100,6 +102,7 @@ export class SandboxLocator {
       envdAccessToken: row.envdAccessToken,
       trafficAccessToken: row.trafficAccessToken,
       hostId: row.hostId ?? undefined,
+      timeoutSec: row.timeoutSec,
     };
     if (row.status !== "running") return location;
     if (!row.hostId) return { ...location, unreachable: "it has no host" };
