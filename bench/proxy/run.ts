@@ -169,16 +169,26 @@ async function main(): Promise<void> {
     for (let i = 0; i < FILE_RUNS; i++) {
       samples.cp.push(await timed(async () => execFileSync("cp", [source, path.join(scratch, "copy")])));
       await rm(path.join(scratch, "copy"));
-      samples.proxyUp.push(await timed(() => sandbox!.files.write("/home/user/payload-proxy", payload)));
-      samples.directUp.push(await timed(() => direct.files.write("/home/user/payload-direct", payload)));
-      samples.relayUp.push(await timed(() => relayed.files.write("/home/user/payload-relay", payload)));
-      let read: Uint8Array | undefined;
-      samples.proxyDown.push(await timed(async () => (read = await sandbox!.files.read("/home/user/payload-direct", { format: "bytes" }))));
-      check(read!, "via the proxy");
-      samples.directDown.push(await timed(async () => (read = await direct.files.read("/home/user/payload-proxy", { format: "bytes" }))));
-      check(read!, "directly");
-      samples.relayDown.push(await timed(async () => (read = await relayed.files.read("/home/user/payload-relay", { format: "bytes" }))));
-      check(read!, "via the bare relay");
+      // Each path goes first in turn (the first transfer after the writes met the host still
+      // flushing them), and the host's dirty pages are written out before each transfer.
+      const handles = [
+        { name: "proxy", sdk: sandbox, up: samples.proxyUp, down: samples.proxyDown },
+        { name: "direct", sdk: direct, up: samples.directUp, down: samples.directDown },
+        { name: "relay", sdk: relayed, up: samples.relayUp, down: samples.relayDown },
+      ] as const;
+      const turn = [0, 1, 2].map((k) => handles[(i + k) % handles.length]!);
+      for (const { name, sdk, up } of turn) {
+        execFileSync("sync");
+        up.push(await timed(() => sdk.files.write(`/home/user/payload-${name}`, payload)));
+      }
+      for (const [k, { name, sdk, down }] of turn.entries()) {
+        // Each reads a file another path wrote.
+        const written = turn[(k + 1) % turn.length]!.name;
+        execFileSync("sync");
+        let read: Uint8Array | undefined;
+        down.push(await timed(async () => (read = await sdk.files.read(`/home/user/payload-${written}`, { format: "bytes" }))));
+        check(read!, `read by ${name}`);
+      }
       await sandbox.commands.run("rm -f /home/user/payload-proxy /home/user/payload-direct /home/user/payload-relay");
     }
     const size = bytes.byteLength;
