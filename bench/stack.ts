@@ -81,7 +81,10 @@ export async function startControlPlane(agent: AgentUnderTest, env: NodeJS.Proce
     { WRENN_DATA_DIR: dataDir, WRENN_PORT: "0", WRENN_LOCAL_AGENT: `127.0.0.1:${agent.port}`, WRENN_LOCAL_AGENT_TOKEN_FILE: tokenFile, ...env },
     /^API(?: key)?: (\S+)$/,
     2,
-  );
+  ).catch(async (err: unknown) => {
+    await rm(dataDir, { recursive: true, force: true }); // a control plane that did not start leaves no data dir
+    throw err;
+  });
   return { child: started.child, api: { url: started.matches[0]![1]!, key: started.matches[1]![1]! }, dataDir };
 }
 

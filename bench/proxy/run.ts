@@ -193,23 +193,18 @@ async function main(): Promise<void> {
     }
     const size = bytes.byteLength;
     const rate = (list: number[]) => mibPerSec(size, summary(list).p50);
+    const transfer = (proxy: number[], direct: number[], relay: number[]) => ({
+      proxyMiBps: rate(proxy),
+      directMiBps: rate(direct),
+      relayMiBps: rate(relay),
+      ratio: +(summary(proxy).p50 / summary(direct).p50).toFixed(3),
+      relayRatio: +(summary(relay).p50 / summary(direct).p50).toFixed(3),
+    });
     const files = {
       mib: MIB,
       cpMiBps: rate(samples.cp),
-      upload: {
-        proxyMiBps: rate(samples.proxyUp),
-        directMiBps: rate(samples.directUp),
-        relayMiBps: rate(samples.relayUp),
-        ratio: +(summary(samples.proxyUp).p50 / summary(samples.directUp).p50).toFixed(3),
-        relayRatio: +(summary(samples.relayUp).p50 / summary(samples.directUp).p50).toFixed(3),
-      },
-      download: {
-        proxyMiBps: rate(samples.proxyDown),
-        directMiBps: rate(samples.directDown),
-        relayMiBps: rate(samples.relayDown),
-        ratio: +(summary(samples.proxyDown).p50 / summary(samples.directDown).p50).toFixed(3),
-        relayRatio: +(summary(samples.relayDown).p50 / summary(samples.directDown).p50).toFixed(3),
-      },
+      upload: transfer(samples.proxyUp, samples.directUp, samples.relayUp),
+      download: transfer(samples.proxyDown, samples.directDown, samples.relayDown),
     };
     report.files = files;
     console.log(`cp of ${MIB} MiB on the host (floor): ${files.cpMiBps} MiB/s`);
