@@ -10,7 +10,7 @@
 //   those bytes here at all.
 // Usage: `make bench-proxy`, or `node --import tsx bench/proxy/run.ts [--runs 200] [--mib 256] [--file-runs 3]`.
 import { randomBytes } from "node:crypto";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -20,7 +20,7 @@ import { PLATFORM_TEAM_ID } from "../../packages/control-plane/src/db/schema.js"
 import { TemplateStore } from "../../packages/host-agent/src/sandbox/storage/templates.js";
 import { newDataDir, removeDataDir, startAgentProcess, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 import { buildBashTemplate } from "../../packages/host-agent/test/template.js";
-import { startControlPlane, stopControlPlane, summary, type ControlPlaneUnderBench } from "../stack.js";
+import { startControlPlane, startServer, stop, stopControlPlane, summary, type ControlPlaneUnderBench } from "../stack.js";
 import { cpuMsOf } from "../proc.js";
 
 const { values } = parseArgs({
@@ -111,26 +111,12 @@ async function sideBySide(label: string, paths: Paths, processes: { controlPlane
   return { proxy: stats.proxy, relay: stats.relay, direct: stats.direct, overheadMs, relayOverheadMs, cpuPerCallMs };
 }
 
-/** Starts bare-relay.ts in front of envd at `address`; resolves with its process and port. */
-async function startBareRelay(address: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "bare-relay.ts"), address], { stdio: ["ignore", "pipe", "inherit"] });
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      const match = /relay (\d+)/.exec((out += chunk.toString()));
-      if (match) resolve(Number(match[1]));
-    });
-    child.once("exit", (code) => reject(new Error(`the bare relay exited with ${code}`)));
-  });
-  return { child, port };
-}
-
 async function main(): Promise<void> {
   const report: Record<string, unknown> = {};
   let agent: AgentUnderTest | undefined;
   let stack: ControlPlaneUnderBench | undefined;
   let sandbox: Sandbox | undefined;
-  let relay: { child: ChildProcess; port: number } | undefined;
+  let relay: ChildProcess | undefined;
   const scratch = await mkdtemp(path.join(tmpdir(), "wrenn-bench-proxy-"));
   try {
     const dataDir = await newDataDir();
@@ -144,9 +130,10 @@ async function main(): Promise<void> {
     // The same sandbox, the SDK pointed straight at envd on the sandbox's address (the host reaches it).
     const direct = await Sandbox.connect(sandbox.sandboxId, { ...viaProxy, sandboxUrl: `http://${hostIp}:${ENVD_PORT}` });
     // And through the least a process in the path can do, the floor for the proxy's overhead.
-    relay = await startBareRelay(hostIp);
-    const relayed = await Sandbox.connect(sandbox.sandboxId, { ...viaProxy, sandboxUrl: `http://127.0.0.1:${relay.port}` });
-    const processes = { controlPlane: stack.child.pid!, relay: relay.child.pid! };
+    const started = await startServer(["--import", "tsx", path.join(import.meta.dirname, "bare-relay.ts"), hostIp], {}, /^relay (\d+)$/);
+    relay = started.child;
+    const relayed = await Sandbox.connect(sandbox.sandboxId, { ...viaProxy, sandboxUrl: `http://127.0.0.1:${started.matches[0]![1]}` });
+    const processes = { controlPlane: stack.child.pid!, relay: relay.pid! };
 
     // Round trips, warmed, then alternating: a command, and (the proxy's own cost, free of a
     // process start in gVisor, ~100-300 ms here and noisy) a unary envd call, a filesystem Stat.
@@ -212,7 +199,7 @@ async function main(): Promise<void> {
     console.log(`files.read  ${MIB} MiB: direct ${files.download.directMiBps} MiB/s, via proxy ${files.download.proxyMiBps} MiB/s → proxy takes ${files.download.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.download.relayMiBps} MiB/s, ${files.download.relayRatio}×`);
   } finally {
     await sandbox?.kill().catch(() => undefined);
-    relay?.child.kill("SIGTERM");
+    await stop(relay);
     await stopControlPlane(stack);
     if (agent) {
       await agent.client.terminate({}).catch(() => undefined);
