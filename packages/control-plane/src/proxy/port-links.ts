@@ -43,7 +43,6 @@ export function portCookieValue(trafficToken: string, sandboxId: string, port: n
   return mac(trafficToken, `cookie:${sandboxId}:${port}`);
 }
 
-
 export function matchesPortCookie(given: string, trafficToken: string, sandboxId: string, port: number): boolean {
   return sameText(given, portCookieValue(trafficToken, sandboxId, port));
 }
