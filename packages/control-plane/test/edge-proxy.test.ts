@@ -37,6 +37,11 @@ const server = http.createServer((req, res) => {
   if (req.url !== "/seen" && req.url !== "/stats") seen.push(req.url);
   req.resume();
   req.on("end", () => {
+    if (req.url === "/half") {
+      res.write("the first half;"); // chunked: only the final chunk says the answer is whole
+      setTimeout(() => req.socket.destroy(), 50);
+      return;
+    }
     if (req.url === "/drop" || (req.url === "/close-reused" && n > 1)) {
       stats.closedUnanswered++;
       req.socket.destroy();
@@ -553,6 +558,25 @@ describe("the edge proxy on the API's port", { skip: skipAgent }, () => {
     assert.equal(reply.status, 502, reply.text);
     assert.match(JSON.parse(reply.text).message, /cannot reach port 9000/);
     assert.ok(Date.now() - started < 5000, "answered at once, not after a timeout");
+  });
+
+  test("an answer the sandbox's server breaks off mid-body reaches the client broken, never as a short whole one", async () => {
+    const outcome = await new Promise<string>((resolve) => {
+      const req = http.request({ host: "127.0.0.1", port, path: "/half", headers: { ...byHeaders(sandboxId, ECHO_PORT), ...keyOf(stack.teamA) }, agent: false }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (text += chunk));
+        res.on("end", () => resolve(`ended whole after ${JSON.stringify(text)}`));
+        res.on("error", (err) => resolve(`broken (${err.message}) after ${JSON.stringify(text)}`));
+      });
+      req.on("error", (err) => resolve(`request failed: ${err.message}`));
+      req.end();
+      setTimeout(() => {
+        req.destroy();
+        resolve("neither ended nor broken 10 s after the server cut it (the client would hang)");
+      }, 10_000).unref();
+    });
+    assert.match(outcome, /^broken \(.*\) after "the first half;"$/);
   });
 
   test("a paused or destroyed sandbox's kept-alive connections are closed at once", async () => {
