@@ -5,7 +5,8 @@ set -euo pipefail
 # database; make up); the tests run each DB case on one too.
 # bash-static: /bin/bash of the tests' `busybox-bash` template (the e2b SDK runs every command in bash).
 # chromium: the dashboard's end-to-end tests and screenshots drive it headless (playwright-core).
-packages=(tini busybox-static bash-static runsc iproute2 nftables e2fsprogs util-linux mmdebstrap postgresql-15 tmux chromium)
+# qemu-system-x86 qemu-utils: the qemu runtime's microvm and its qcow2 overlays (qemu-img).
+packages=(tini busybox-static bash-static runsc iproute2 nftables e2fsprogs util-linux mmdebstrap postgresql-15 tmux chromium qemu-system-x86 qemu-utils)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
