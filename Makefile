@@ -10,6 +10,7 @@ help:
 	@echo "make up     run Wrenn on this machine: control plane (API :8080, or WRENN_PORT) and a host agent"
 	@echo "make test   install what the tests need and run every test"
 	@echo "make envd   build the self-contained envd directory build/opt-wrenn/"
+	@echo "make vm-guest  build what the qemu runtime's VMs boot: kernel, initramfs, envd's disk image (build/vm/)"
 	@echo "make gen    regenerate protobuf code from proto/"
 	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, the control plane, the edge proxy)"
 	@echo "make base-template  build the Debian 'base' template (cached)"
@@ -47,6 +48,14 @@ ENVD_BUILT := build/opt-wrenn/envd.argv
 $(ENVD_BUILT): $(NODE_MODULES_STAMP) scripts/build-envd.sh packages/envd/package.json $(shell find packages/envd/src -type f) | system-deps
 	bash scripts/build-envd.sh
 
+# The qemu runtime's guest (scripts/build-vm-guest.sh): kernel, initramfs and envd's disk image,
+# rebuilt when its scripts change or envd is rebuilt (the image holds build/opt-wrenn).
+VM_GUEST_BUILT := build/vm/guest.json
+$(VM_GUEST_BUILT): scripts/build-vm-guest.sh $(wildcard scripts/vm-guest/*) $(ENVD_BUILT) | system-deps
+	bash scripts/build-vm-guest.sh
+
+vm-guest: $(VM_GUEST_BUILT)
+
 # The dashboard SPA (packages/dashboard: React, Vite), built into its dist/ only when its sources
 # change; the control plane serves it at / (src/api/dashboard-static.ts).
 DASHBOARD_BUILT := packages/dashboard/dist/index.html
@@ -64,10 +73,10 @@ screenshots: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
 # control plane (embedded database in .data/control-plane, API on 127.0.0.1:8080 or WRENN_PORT)
 # with that agent as its host. Prints the API URL and admin key; Ctrl-C stops both.
 # More host agent flags: make up UP_AGENT_FLAGS="--pool 10.201.0.0/16 --port 5108 --proxy-port 5109".
-up: deps $(ENVD_BUILT) $(DASHBOARD_BUILT) base-template
+up: deps $(ENVD_BUILT) $(VM_GUEST_BUILT) $(DASHBOARD_BUILT) base-template
 	node --import tsx scripts/up.ts --data-dir $(WRENN_DATA_DIR) -- $(UP_AGENT_FLAGS)
 
-test: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
+test: deps system-deps $(ENVD_BUILT) $(VM_GUEST_BUILT) $(DASHBOARD_BUILT)
 	bash scripts/test.sh
 
 bench: envd bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard
@@ -88,4 +97,4 @@ bench-proxy: deps system-deps envd
 bench-dashboard: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
 	node --import tsx bench/dashboard/run.ts
 
-.PHONY: help deps system-deps gen typecheck envd base-template dashboard screenshots up test bench bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard
+.PHONY: help deps system-deps gen typecheck envd vm-guest base-template dashboard screenshots up test bench bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard
