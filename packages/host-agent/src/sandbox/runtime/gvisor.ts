@@ -6,14 +6,14 @@
 // interfaces and nothing else. runsc is never started through `ip netns exec` (that remounts
 // /sys and breaks cgroups). See docs/host-agent-gvisor.md for the measured facts.
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
-import { detectCgroupLayout, readCgroupLimitHits } from "../metrics/cgroup.js";
+import { readCgroupLimitHits } from "../metrics/cgroup.js";
+import { cgroupDirs, killCgroup } from "./cgroup-tree.js";
 import { ENVD_BOOT_TOKEN_ENV, ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeProbe, type RuntimeSandbox, type RuntimeStatus } from "./driver.js";
 
 const RUN_TIMEOUT_MS = 30_000;
@@ -263,62 +263,6 @@ export function bundleDirOf(sandboxDir: string): string {
 /** Where a sandbox's console (envd's stdout and stderr) is appended: runsc's output file. */
 export function consoleLogOf(sandboxDir: string): string {
   return path.join(bundleDirOf(sandboxDir), "console.log");
-}
-
-/**
- * The sandbox's cgroup directories in every hierarchy (one on v2, one per controller on v1),
- * children before parents so they can be removed in order.
- */
-async function cgroupDirs(cgroupPath: string): Promise<string[]> {
-  const layout = await detectCgroupLayout();
-  const hierarchies =
-    layout.version === "v2"
-      ? [layout.root]
-      : (await readdir(layout.root, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => path.join(layout.root, entry.name));
-  const found: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => undefined);
-    if (!entries) return; // not in this hierarchy (or already removed)
-    for (const entry of entries) if (entry.isDirectory()) await walk(path.join(dir, entry.name));
-    found.push(dir);
-  };
-  for (const hierarchy of hierarchies) await walk(path.join(hierarchy, cgroupPath));
-  return found;
-}
-
-/**
- * SIGKILLs every process in `dirs` and removes them, retrying until the kernel lets them go
- * (rmdir fails with EBUSY while a task has not finished exiting); fails after `timeoutMs`.
- */
-async function killCgroup(dirs: string[], timeoutMs: number): Promise<void> {
-  const started = performance.now();
-  let left = dirs;
-  for (;;) {
-    for (const dir of left) {
-      const procs = await readFile(path.join(dir, "cgroup.procs"), "utf8").catch(() => "");
-      for (const pid of procs.split("\n").filter(Boolean)) {
-        try {
-          process.kill(Number(pid), "SIGKILL");
-        } catch {
-          // Already exited.
-        }
-      }
-    }
-    const busy: string[] = [];
-    for (const dir of left) {
-      try {
-        await rmdir(dir);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === "EBUSY") busy.push(dir);
-        else if (code !== "ENOENT") throw err;
-      }
-    }
-    if (busy.length === 0) return;
-    if (performance.now() - started > timeoutMs) throw new Error(`processes still in ${busy.join(", ")} ${timeoutMs} ms after SIGKILL`);
-    left = busy;
-    await sleep(5);
-  }
 }
 
 /** The OCI runtime spec for one sandbox. */
