@@ -74,6 +74,15 @@ function diskPaths(sandboxDir: string, sizeMb: number): SandboxDisk {
 }
 
 /**
+ * The disk of a VM sandbox in `sandboxDir`: a qcow2 overlay of its template's image, written by the
+ * VM driver, never mounted on the host; `destroyDisk` and `diskUsageBytes` (blocks the overlay holds:
+ * what the sandbox wrote) work on it as on any disk.
+ */
+export function vmDiskOf(sandboxDir: string, sizeMb: number): SandboxDisk {
+  return { ...diskPaths(sandboxDir, sizeMb), imagePath: path.join(path.resolve(sandboxDir), "root.qcow2") };
+}
+
+/**
  * Creates, formats and mounts a `sizeMb` disk for the sandbox in `sandboxDir`, registering on
  * `cleanup` the unmount (which frees the loop device) and the removal of everything it made.
  */

@@ -1,15 +1,16 @@
-// The templates of a host: `<dataDir>/templates/<name>/` holding `rootfs/` (one overlay layer) and
-// `template.json`. A template appears by one rename of a complete directory and disappears by one
-// rename to a trash name, so no one ever sees half of one. Names starting with "." are never
-// templates: the store's temp and trash dirs.
+// The templates of a host: `<dataDir>/templates/<name>/` holding `rootfs/` (one overlay layer),
+// `template.json`, and `rootfs.ext4` once a VM booted from it. A template appears by one rename of
+// a complete directory and disappears by one rename to a trash name, so no one ever sees half of
+// one. Names starting with "." are never templates: the store's temp and trash dirs.
 // Reads are synchronous (a template.json is a few hundred bytes on local disk) so a request can be
 // checked and a template acquired with no await in between; copies and removals are not.
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readdir, rename, rmdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rename, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
+import { BLOCK_IMAGE_NAME, buildBlockImage } from "./block-image.js";
 import { removeUnlessMounted } from "./rootfs.js";
 
 const log = logger.child({ component: "templates" });
@@ -100,6 +101,8 @@ export class TemplateStore {
   /** Templates being created on each parent: a parent must not vanish under them. */
   private readonly childrenInProgress = new Map<string, number>();
   private readonly deleting = new Set<string>();
+  /** Block images being made, by template: one build each, however many sandboxes wait for it. */
+  private readonly imagesBuilding = new Map<string, Promise<void>>();
 
   /** `templatesDir` is `<dataDir>/templates` (created with the first template). */
   constructor(templatesDir: string) {
@@ -159,6 +162,22 @@ export class TemplateStore {
   /** The rootfs dirs of the template and its ancestors, top-most first: the overlay's lowerdirs. */
   layers(name: string): string[] {
     return this.chain(name).map((info) => this.rootfsDir(info.name));
+  }
+
+  /**
+   * The template as an ext4 image (block-image.ts), for the VM runtimes: made on first use, then
+   * kept with the template. Callers hold the template (acquire) while they use it.
+   */
+  async blockImage(name: string): Promise<string> {
+    const image = path.join(this.dir, name, BLOCK_IMAGE_NAME);
+    if (await stat(image).then(() => true, () => false)) return image;
+    let building = this.imagesBuilding.get(name);
+    if (!building) {
+      building = buildBlockImage(this.layers(name), this.sizeBytes(name), image).finally(() => this.imagesBuilding.delete(name));
+      this.imagesBuilding.set(name, building);
+    }
+    await building;
+    return image;
   }
 
   /**
