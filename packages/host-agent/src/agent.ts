@@ -15,6 +15,7 @@ import { SlotAllocator } from "./sandbox/network/slots.js";
 import type { WarmPoolTarget } from "./sandbox/warm-pool.js";
 import type { RuntimeDriver, RuntimeName, RuntimeProbe } from "./sandbox/runtime/driver.js";
 import { GvisorRuntime } from "./sandbox/runtime/gvisor.js";
+import { QemuRuntime, type Accelerator } from "./sandbox/runtime/qemu.js";
 import { TemplateStore } from "./sandbox/storage/templates.js";
 import { startRpcServer } from "./server/server.js";
 import { hostAgentService } from "./server/service.js";
@@ -24,6 +25,10 @@ export interface AgentConfig {
   dataDir: string;
   /** envd's self-contained directory (build/opt-wrenn), mounted read-only at /opt/wrenn. */
   envdDir: string;
+  /** The VM guest (build/vm: kernel, initramfs, envd's image); default: `vm` beside envdDir. */
+  vmDir?: string;
+  /** Force the qemu driver's accelerator; by default KVM where a probe boots a guest, else TCG. */
+  qemuAccelerator?: Accelerator;
   /** The host token every RPC must carry. */
   token: string;
   host: string;
@@ -80,12 +85,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   await raiseHostLimits();
 
   const gvisor = new GvisorRuntime({ stateDir: path.join(config.dataDir, "runsc"), envdDir: config.envdDir, pidsLimit: config.pidsLimit });
-  const candidates: RuntimeDriver[] = [gvisor];
+  // gvisor first: the default runtime; qemu on request (a create's `runtime`).
+  const qemu = new QemuRuntime({
+    stateDir: path.join(config.dataDir, "qemu"),
+    vmDir: config.vmDir ?? path.join(path.dirname(config.envdDir), "vm"),
+    dnsServers: config.dnsServers,
+    accelerator: config.qemuAccelerator,
+  });
+  const candidates: RuntimeDriver[] = [gvisor, qemu];
   const probes: RuntimeProbe[] = await Promise.all(candidates.map((driver) => driver.probe()));
-  probes.push(
-    { name: "qemu", available: false, detail: "driver not built yet", memorySnapshots: true },
-    { name: "firecracker", available: false, detail: "driver not built yet", memorySnapshots: true },
-  );
+  probes.push({ name: "firecracker", available: false, detail: "driver not built yet", memorySnapshots: true });
   const drivers = new Map<RuntimeName, RuntimeDriver>();
   for (const driver of candidates) if (probes.find((p) => p.name === driver.name)?.available) drivers.set(driver.name, driver);
   log.info({ probes }, "runtimes probed");

@@ -15,6 +15,10 @@ const { values } = parseArgs({
   options: {
     "data-dir": { type: "string", default: process.env.WRENN_AGENT_DATA_DIR ?? "/var/lib/wrenn/agent" },
     "envd-dir": { type: "string", default: process.env.WRENN_ENVD_DIR ?? path.join(repoRoot, "build", "opt-wrenn") },
+    // The qemu driver's guest (scripts/build-vm-guest.sh).
+    "vm-dir": { type: "string", default: process.env.WRENN_VM_DIR ?? path.join(repoRoot, "build", "vm") },
+    // kvm | tcg; unset: KVM where a probe boots a guest, else TCG.
+    "qemu-accel": { type: "string", default: process.env.WRENN_QEMU_ACCEL },
     host: { type: "string", default: process.env.WRENN_AGENT_HOST ?? DEFAULT_CONFIG.host },
     port: { type: "string", default: process.env.WRENN_AGENT_PORT ?? String(DEFAULT_CONFIG.port) },
     "proxy-host": { type: "string", default: process.env.WRENN_AGENT_PROXY_HOST ?? DEFAULT_CONFIG.proxyHost },
@@ -43,11 +47,19 @@ async function hostToken(dataDir: string): Promise<string> {
   return token;
 }
 
+function qemuAccelerator(value: string | undefined): "kvm" | "tcg" | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value !== "kvm" && value !== "tcg") throw new Error(`--qemu-accel must be kvm or tcg, got ${JSON.stringify(value)}`);
+  return value;
+}
+
 const dataDir = path.resolve(values["data-dir"]!);
 const config: AgentConfig = {
   ...DEFAULT_CONFIG,
   dataDir,
   envdDir: path.resolve(values["envd-dir"]!),
+  vmDir: path.resolve(values["vm-dir"]!),
+  qemuAccelerator: qemuAccelerator(values["qemu-accel"]),
   token: await hostToken(dataDir),
   host: values.host!,
   port: Number(values.port),

@@ -3,7 +3,7 @@
 // tears one down from its record alone (so it works after a restart too), and serializes lifecycle
 // operations per sandbox.
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Mutex } from "async-mutex";
@@ -19,8 +19,8 @@ import type { Firewall } from "./network/firewall.js";
 import { createNetwork, destroyNetwork, isSandboxId, planNetwork, type SandboxNetwork } from "./network/namespace.js";
 import type { SlotAllocator } from "./network/slots.js";
 import { readRecord, writeRecord, type SandboxRecord, type SandboxStatus, type TimeoutAction } from "./record.js";
-import { ENVD_PORT, type RuntimeDriver, type RuntimeName } from "./runtime/driver.js";
-import { createDisk, destroyDisk, diskOf, diskUsageBytes, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
+import { ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeName } from "./runtime/driver.js";
+import { createDisk, destroyDisk, diskOf, diskUsageBytes, vmDiskOf, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
 import { mountRootfs, removeUnlessMounted, unmountRootfs } from "./storage/rootfs.js";
 import type { TemplateStore } from "./storage/templates.js";
 import { WarmPool, type WarmPoolTarget } from "./warm-pool.js";
@@ -373,12 +373,25 @@ export class SandboxManager {
       templates.acquire(record.template, record.runtimeId);
       cleanup.defer(`release template ${record.template}`, () => templates.release(record.template, record.runtimeId));
       phase("slotAndDir");
-      const disk = await createDisk(dir, plan.writableMb, cleanup);
-      phase("disk");
       const rootfsDir = path.join(dir, "rootfs");
-      await mountRootfs(templates.layers(record.template), disk.mountPoint, rootfsDir, cleanup);
-      record.defaultUser = (await hasUser(rootfsDir, "user")) ? "user" : "root";
-      await prepareEtc(rootfsDir, record.id, this.options.dnsServers);
+      let disk: SandboxDisk;
+      let rootfs: BootRequest["rootfs"];
+      if (driver.rootfsKind === "block") {
+        // A VM: its disk is an overlay of the template's image that the driver makes; the guest's
+        // init writes its hostname and resolv.conf. Nothing is mounted on the host.
+        const image = await templates.blockImage(record.template);
+        disk = vmDiskOf(dir, Math.max(record.diskSizeMb, Math.ceil((await stat(image)).size / 2 ** 20)));
+        rootfs = { kind: "block", path: image, disk: { path: disk.imagePath, sizeMb: disk.sizeMb } };
+        record.defaultUser = (await hasUserInLayers(templates.layers(record.template), "user")) ? "user" : "root";
+        phase("disk");
+      } else {
+        disk = await createDisk(dir, plan.writableMb, cleanup);
+        phase("disk");
+        await mountRootfs(templates.layers(record.template), disk.mountPoint, rootfsDir, cleanup);
+        record.defaultUser = (await hasUser(rootfsDir, "user")) ? "user" : "root";
+        await prepareEtc(rootfsDir, record.id, this.options.dnsServers);
+        rootfs = { kind: "directory", path: rootfsDir };
+      }
       phase("rootfs");
       const network = await createNetwork(record.runtimeId, record.slot, pool, cleanup);
       phase("network");
@@ -388,7 +401,7 @@ export class SandboxManager {
         {
           sandboxId: record.runtimeId,
           sandboxDir: dir,
-          rootfs: { kind: driver.rootfsKind, path: rootfsDir },
+          rootfs,
           netnsPath: network.namespacePath,
           sandboxAddress: network.sandboxAddress,
           hostname: record.id,
@@ -498,6 +511,10 @@ export class SandboxManager {
   async whileFrozen<T>(sandboxId: string, keepRunning: boolean, copy: (sandbox: Sandbox) => Promise<T>): Promise<T> {
     return this.withLock(sandboxId, async () => {
       const sandbox = this.get(sandboxId);
+      // Checked before anything is frozen: the sandbox keeps running, untouched.
+      if (sandbox.driver.rootfsKind === "block") {
+        throw new SandboxStateError(`sandbox ${sandboxId} runs on ${sandbox.driver.name}: snapshots of VM sandboxes are not supported yet (its files stay on its disk; gvisor sandboxes can be snapshotted)`);
+      }
       const wasPaused = sandbox.record.status === "paused";
       if (!wasPaused) await this.flushWrites(sandbox);
       await this.pauseLocked(sandbox);
@@ -647,7 +664,8 @@ export class SandboxManager {
       accessToken: record.envdAccessToken || undefined,
       defaultUser: record.defaultUser,
     });
-    return { record, dir, network, disk: diskOf(dir), rootfsDir: path.join(dir, "rootfs"), envd, driver };
+    const disk = driver.rootfsKind === "block" ? vmDiskOf(dir, record.diskSizeMb) : diskOf(dir);
+    return { record, dir, network, disk, rootfsDir: path.join(dir, "rootfs"), envd, driver };
   }
 
   /** Destroys every sandbox (Terminate, shutdown of a host being removed). */
@@ -678,6 +696,15 @@ function checkTimeout(timeoutSec: number): number {
 export function newSandboxId(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   return [...randomBytes(20)].map((byte) => alphabet[byte % alphabet.length]).join("");
+}
+
+/** hasUser for a template not mounted anywhere: the top-most layer that has an /etc/passwd decides. */
+async function hasUserInLayers(layers: string[], name: string): Promise<boolean> {
+  for (const layer of layers) {
+    const passwd = await readFile(path.join(layer, "etc", "passwd"), "utf8").catch(() => undefined);
+    if (passwd !== undefined) return passwd.split("\n").some((line) => line.startsWith(`${name}:`));
+  }
+  return false;
 }
 
 async function hasUser(rootfsDir: string, name: string): Promise<boolean> {

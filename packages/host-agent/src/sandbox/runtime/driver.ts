@@ -25,7 +25,11 @@ export interface BootRequest {
   sandboxId: string;
   /** The sandbox's own directory: the driver keeps its bundle, sockets and console log there. */
   sandboxDir: string;
-  rootfs: { kind: RootfsKind; path: string };
+  /**
+   * "directory": the mounted rootfs to boot. "block": the template's read-only image, and the
+   * sandbox's own disk to make over it (`sizeMb`: what the sandbox sees as its disk).
+   */
+  rootfs: { kind: RootfsKind; path: string; disk?: { path: string; sizeMb: number } };
   /** The prepared network namespace, e.g. /var/run/netns/wrenn-<id>. */
   netnsPath: string;
   /** The address envd will answer on inside the namespace. */

@@ -1,0 +1,369 @@
+// The qemu driver: one `qemu-system-x86_64 -M microvm` per sandbox, KVM where a real probe shows
+// guests run and software emulation (TCG) elsewhere, driven over QMP.
+//
+// The guest boots the Debian cloud kernel and the initramfs of scripts/build-vm-guest.sh
+// (build/vm): its root disk is a qcow2 overlay of the template's ext4 image (grown to the
+// sandbox's disk size at boot), envd's directory a second, read-only disk. Every guest has the
+// same address and MAC (qemu-guest.ts); inside the sandbox's netns a TAP device reaches it, and
+// the namespace translates between that address and the sandbox's own, so a memory snapshot could
+// restore into any namespace. qemu runs inside the netns (it opens the TAP there), in a host
+// cgroup that bounds its memory and CPU. See docs/host-agent-qemu.md.
+import { spawn } from "node:child_process";
+import { constants, openSync, closeSync } from "node:fs";
+import { access, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { release } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { runCommand } from "../../exec/command.js";
+import { logger } from "../../logging/logger.js";
+import type { Cleanup } from "../cleanup.js";
+import { readCgroupLimitHits } from "../metrics/cgroup.js";
+import { cgroupDirs, killCgroup, placeInCgroup } from "./cgroup-tree.js";
+import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from "./driver.js";
+import { GUEST_ADDRESS, GUEST_DEVICE_ARGS, GUEST_GATEWAY, GUEST_MAC, GUEST_PREFIX, guestArtifacts, kernelCommandLine, type GuestArtifacts } from "./qemu-guest.js";
+import { qmp } from "./qmp.js";
+
+const QEMU = "qemu-system-x86_64";
+const CONTROL_TIMEOUT_MS = 10_000;
+/** Until QMP answers after qemu is started: it has parsed its arguments and opened every file. */
+const START_TIMEOUT_MS = 15_000;
+/** The TAP device inside the sandbox's namespace. */
+export const TAP_DEVICE = "tap0";
+/** Host memory a VM needs besides its guest's RAM (qemu itself, TCG's translation cache). */
+const VMM_OVERHEAD_MB = 192;
+/** Where the KVM probe's verdict is kept until the host reboots (it cannot change before). */
+const KVM_PROBE_CACHE = "/run/wrenn/qemu-kvm-probe.json";
+const KVM_PROBE_TIMEOUT_MS = 5_000;
+
+export type Accelerator = "kvm" | "tcg";
+
+export interface QemuConfig {
+  /** The driver's own records: one `<id>.json` and `<id>.qmp` per sandbox. */
+  stateDir: string;
+  /** build/vm: kernel, initramfs, envd's image (scripts/build-vm-guest.sh). */
+  vmDir: string;
+  dnsServers: string[];
+  /** Force an accelerator; by default KVM where the probe boots a guest, TCG otherwise. */
+  accelerator?: Accelerator;
+  qemu?: string;
+}
+
+/** What the driver keeps per sandbox, to find its VM again after an agent restart. */
+interface VmRecord {
+  pid: number;
+  /** The process's start time (field 22 of /proc/<pid>/stat): a reused pid is not our VM. */
+  startTicks: string;
+  sandboxDir: string;
+}
+
+export class QemuRuntime implements RuntimeDriver {
+  readonly name = "qemu" as const;
+  readonly rootfsKind = "block" as const;
+  readonly memorySnapshots = true;
+  private readonly qemu: string;
+  private accelerator: Accelerator | undefined;
+  private guest: GuestArtifacts | undefined;
+
+  constructor(private readonly config: QemuConfig) {
+    this.qemu = config.qemu ?? QEMU;
+    this.accelerator = config.accelerator;
+  }
+
+  /**
+   * qemu and qemu-img run, the guest artifacts are built, and the accelerator is known: KVM when a
+   * kernel boots under it within a few seconds (a host whose /dev/kvm exists but runs no guest,
+   * as here, hangs instead), else TCG, which is software and runs wherever qemu does.
+   */
+  async probe(): Promise<RuntimeProbe> {
+    const result = { name: this.name, memorySnapshots: this.memorySnapshots };
+    let version: string;
+    try {
+      version = (await runCommand(this.qemu, ["--version"], { timeoutMs: CONTROL_TIMEOUT_MS })).split("\n")[0] ?? "";
+      await runCommand("qemu-img", ["--version"], { timeoutMs: CONTROL_TIMEOUT_MS });
+    } catch (err) {
+      return { ...result, available: false, detail: `qemu not usable: ${(err as Error).message}` };
+    }
+    try {
+      this.guest = await guestArtifacts(this.config.vmDir);
+    } catch (err) {
+      return { ...result, available: false, detail: (err as Error).message };
+    }
+    this.accelerator ??= await this.probeKvm(version, this.guest);
+    const tcg = this.accelerator === "tcg" ? " (software emulation: slow, for tests and hosts without KVM)" : "";
+    return { ...result, available: true, detail: `${version}; ${this.accelerator}${tcg}; guest kernel ${this.guest.kernelVersion}` };
+  }
+
+  /** Boots the guest kernel alone under KVM: with no root disk it panics and, with -no-reboot, qemu exits. */
+  private async probeKvm(version: string, guest: GuestArtifacts): Promise<Accelerator> {
+    if (!(await access("/dev/kvm", constants.R_OK | constants.W_OK).then(() => true, () => false))) return "tcg";
+    const key = `${version}|${guest.kernelVersion}|${release()}`;
+    const cached = await readFile(KVM_PROBE_CACHE, "utf8").then((text) => JSON.parse(text) as { key: string; accelerator: Accelerator }, () => undefined);
+    if (cached?.key === key) return cached.accelerator;
+    let accelerator: Accelerator = "tcg";
+    try {
+      const out = await runCommand(
+        this.qemu,
+        ["-M", "microvm", "-accel", "kvm", "-m", "64", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", guest.kernel, "-append", "console=ttyS0 panic=-1 reboot=k"],
+        { timeoutMs: KVM_PROBE_TIMEOUT_MS },
+      ).catch((err: Error) => err.message);
+      if (/Kernel panic|VFS: Unable to mount root/.test(out)) accelerator = "kvm";
+    } catch {
+      // timed out: KVM guests hang here
+    }
+    await mkdir(path.dirname(KVM_PROBE_CACHE), { recursive: true });
+    await writeFile(KVM_PROBE_CACHE, JSON.stringify({ key, accelerator }));
+    logger.info({ accelerator }, "KVM probe for the qemu driver");
+    return accelerator;
+  }
+
+  /**
+   * Makes the sandbox's disk (a qcow2 overlay of the template image), its TAP device and address
+   * translation, starts qemu in the namespace and its cgroup; returns once QMP answers (envd is
+   * still booting). Registers the VM's stop on `cleanup`.
+   */
+  async boot(request: BootRequest, cleanup: Cleanup): Promise<void> {
+    const log = logger.child({ sandboxId: request.sandboxId, runtime: "qemu" });
+    const { rootfs } = request;
+    if (rootfs.kind !== "block" || !rootfs.disk) throw new Error("qemu boots a block image with a disk to write to");
+    const guest = (this.guest ??= await guestArtifacts(this.config.vmDir));
+    const accelerator = this.accelerator ?? "tcg";
+    const started = performance.now();
+    await runCommand("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs.path, rootfs.disk.path, `${rootfs.disk.sizeMb}M`], { timeoutMs: CONTROL_TIMEOUT_MS });
+    cleanup.defer(`remove ${rootfs.disk.path}`, () => rm(rootfs.disk!.path, { force: true }));
+    await addGuestLink(request.netnsPath, request.sandboxAddress);
+    await mkdir(this.config.stateDir, { recursive: true });
+    const qmpSocket = this.qmpSocket(request.sandboxId);
+    await rm(qmpSocket, { force: true });
+    const consoleLog = consoleLogOf(request.sandboxDir);
+    await mkdir(path.dirname(consoleLog), { recursive: true });
+    const args = [
+      `--net=${request.netnsPath}`,
+      "--",
+      this.qemu,
+      ...vmArguments({
+        guest,
+        accelerator,
+        name: request.sandboxId,
+        memoryMb: request.memoryMb,
+        vcpus: request.vcpus,
+        commandLine: kernelCommandLine({ hostname: request.hostname ?? request.sandboxId, dnsServers: this.config.dnsServers, envdBootToken: request.envdBootToken }),
+        rootDisk: rootfs.disk.path,
+        qmpSocket,
+      }),
+    ];
+    // Registered before the start: a start that fails halfway may leave a process or cgroup.
+    cleanup.defer(`stop qemu sandbox ${request.sandboxId}`, () => this.stop(request.sandboxId));
+    const output = openSync(consoleLog, "a");
+    let child;
+    try {
+      // nsenter execs qemu in place: the pid is qemu's. Detached, so an agent restart leaves it running.
+      child = spawn("nsenter", args, { detached: true, stdio: ["ignore", output, output] });
+    } finally {
+      closeSync(output);
+    }
+    const exited = new Promise<string>((resolve) => {
+      child.once("exit", (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with ${code}`));
+      child.once("error", (err) => resolve(err.message));
+    });
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) throw new Error(`qemu did not start: ${await exited}`);
+    await this.writeRecord(request.sandboxId, { pid, startTicks: await startTicks(pid), sandboxDir: request.sandboxDir });
+    await placeInCgroup(this.cgroupPath(request.sandboxId), pid, {
+      vcpus: request.vcpus,
+      memoryBytes: (request.memoryMb + VMM_OVERHEAD_MB) * 2 ** 20,
+      pidsLimit: 1024,
+    });
+    const answered = this.waitForQmp(qmpSocket);
+    const outcome = await Promise.race([answered.then(() => undefined), exited]);
+    if (outcome !== undefined) throw new Error(`qemu ${outcome} before it answered: ${await consoleTail(consoleLog)}`);
+    log.info({ ms: Math.round(performance.now() - started), accelerator }, "qemu sandbox started");
+  }
+
+  private async waitForQmp(socket: string): Promise<void> {
+    const deadline = performance.now() + START_TIMEOUT_MS;
+    for (;;) {
+      try {
+        await qmp(socket, "query-status", undefined, 2000);
+        return;
+      } catch (err) {
+        if (performance.now() > deadline) throw err;
+        await sleep(10);
+      }
+    }
+  }
+
+  /** Kills the VM, empties and removes its cgroup, forgets it; a sandbox already gone is fine. */
+  async stop(sandboxId: string): Promise<void> {
+    const record = await this.readRecord(sandboxId);
+    if (record && (await isOurs(record))) {
+      try {
+        process.kill(record.pid, "SIGKILL");
+      } catch {
+        // already exited
+      }
+    }
+    const cgroups = await cgroupDirs(this.cgroupPath(sandboxId));
+    if (cgroups.length > 0) await killCgroup(cgroups, CONTROL_TIMEOUT_MS);
+    if (record) await waitUntilGone(record, CONTROL_TIMEOUT_MS);
+    await rm(this.qmpSocket(sandboxId), { force: true });
+    await rm(this.recordFile(sandboxId), { force: true });
+  }
+
+  async pause(sandboxId: string): Promise<void> {
+    await qmp(this.qmpSocket(sandboxId), "stop");
+  }
+
+  async resume(sandboxId: string): Promise<void> {
+    await qmp(this.qmpSocket(sandboxId), "cont");
+  }
+
+  async list(): Promise<RuntimeSandbox[]> {
+    const names = await readdir(this.config.stateDir).catch(() => [] as string[]);
+    const found: RuntimeSandbox[] = [];
+    for (const name of names) {
+      if (!name.endsWith(".json")) continue;
+      const id = name.slice(0, -".json".length);
+      const record = await this.readRecord(id);
+      if (!record || !(await isOurs(record))) {
+        found.push({ id, status: "stopped" });
+        continue;
+      }
+      const status = await qmp<{ status: string }>(this.qmpSocket(id), "query-status", undefined, 3000).catch(() => undefined);
+      found.push({ id, status: status?.status === "running" ? "running" : status?.status === "paused" ? "paused" : "stopped" });
+    }
+    return found;
+  }
+
+  cgroupPath(sandboxId: string): string {
+    return `/wrenn/${sandboxId}`;
+  }
+
+  async exitReason(sandboxId: string): Promise<string | undefined> {
+    const hits = await readCgroupLimitHits(this.cgroupPath(sandboxId));
+    if (hits.oomKills > 0) return `out of memory: the VM used its whole memory limit (${Math.round(hits.memoryLimitBytes / 2 ** 20)} MiB) and was killed`;
+    const record = await this.readRecord(sandboxId);
+    if (!record) return undefined;
+    const line = (await readFile(consoleLogOf(record.sandboxDir), "utf8").catch(() => "")).split("\n").reverse().find((l) => /wrenn-init:|Kernel panic/.test(l));
+    return line ? `the VM stopped: ${line.trim()}` : undefined;
+  }
+
+  /** The accelerator sandboxes boot with (known after probe). */
+  get acceleratorInUse(): Accelerator | undefined {
+    return this.accelerator;
+  }
+
+  private qmpSocket(sandboxId: string): string {
+    return path.join(this.config.stateDir, `${sandboxId}.qmp`);
+  }
+
+  private recordFile(sandboxId: string): string {
+    return path.join(this.config.stateDir, `${sandboxId}.json`);
+  }
+
+  private async writeRecord(sandboxId: string, record: VmRecord): Promise<void> {
+    await writeFile(this.recordFile(sandboxId), JSON.stringify(record));
+  }
+
+  private async readRecord(sandboxId: string): Promise<VmRecord | undefined> {
+    return readFile(this.recordFile(sandboxId), "utf8").then((text) => JSON.parse(text) as VmRecord, () => undefined);
+  }
+}
+
+export interface VmShape {
+  guest: GuestArtifacts;
+  accelerator: Accelerator;
+  /** Shown in the process list as `wrenn-<name>`. */
+  name: string;
+  memoryMb: number;
+  vcpus: number;
+  commandLine: string;
+  /** The sandbox's qcow2 disk (vda); envd's image is vdb. */
+  rootDisk: string;
+  qmpSocket: string;
+}
+
+/** qemu's arguments for one sandbox VM: a microvm with two disks, a network card on tap0, entropy, QMP. */
+export function vmArguments(vm: VmShape): string[] {
+  return [
+    "-M", "microvm,x-option-roms=off,rtc=on",
+    "-accel", vm.accelerator,
+    ...(vm.accelerator === "kvm" ? ["-cpu", "host"] : []),
+    "-m", `${vm.memoryMb}M`,
+    "-smp", String(Math.max(1, Math.ceil(vm.vcpus))),
+    "-name", `wrenn-${vm.name}`,
+    "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+    "-serial", "stdio",
+    "-kernel", vm.guest.kernel,
+    "-initrd", vm.guest.initrd,
+    "-append", vm.commandLine,
+    "-drive", `id=root,file=${vm.rootDisk},format=qcow2,if=none,cache=writeback,discard=unmap`,
+    "-device", "virtio-blk-device,drive=root",
+    "-drive", `id=envd,file=${vm.guest.envdImage},format=raw,if=none,readonly=on`,
+    "-device", "virtio-blk-device,drive=envd",
+    "-netdev", `tap,id=net0,ifname=${TAP_DEVICE},script=no,downscript=no`,
+    "-device", `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
+    // The guest's entropy: without it Node waits ~1.5 s in getrandom() under TCG (no RDRAND).
+    ...GUEST_DEVICE_ARGS,
+    "-qmp", `unix:${vm.qmpSocket},server=on,wait=off`,
+  ];
+}
+
+/** Where the VM's serial console (kernel, init and envd output) is appended. */
+export function consoleLogOf(sandboxDir: string): string {
+  return path.join(sandboxDir, "bundle", "console.log");
+}
+
+/**
+ * Inside the sandbox's namespace: the TAP device with the guest's gateway address, forwarding,
+ * and the translation between the sandbox's address (on eth0, what the host and its firewall see)
+ * and the guest's fixed one. Goes away with the namespace.
+ */
+export async function addGuestLink(netnsPath: string, sandboxAddress: string): Promise<void> {
+  const namespace = path.basename(netnsPath);
+  await runCommand("ip", ["-n", namespace, "-batch", "-"], {
+    timeoutMs: CONTROL_TIMEOUT_MS,
+    input: [`tuntap add dev ${TAP_DEVICE} mode tap`, `addr add ${GUEST_GATEWAY}/${GUEST_PREFIX} dev ${TAP_DEVICE}`, `link set ${TAP_DEVICE} up`].join("\n") + "\n",
+  });
+  await runCommand("nsenter", [`--net=${netnsPath}`, "--", "sysctl", "-qw", "net.ipv4.ip_forward=1"], { timeoutMs: CONTROL_TIMEOUT_MS });
+  const rules = [
+    "table ip wrenn_vm {",
+    "  chain prerouting {",
+    "    type nat hook prerouting priority dstnat;",
+    `    iifname "eth0" ip daddr ${sandboxAddress} dnat to ${GUEST_ADDRESS}`,
+    "  }",
+    "  chain postrouting {",
+    "    type nat hook postrouting priority srcnat;",
+    `    oifname "eth0" ip saddr ${GUEST_ADDRESS} snat to ${sandboxAddress}`,
+    "  }",
+    "}",
+  ].join("\n");
+  await runCommand("nsenter", [`--net=${netnsPath}`, "--", "nft", "-f", "-"], { timeoutMs: CONTROL_TIMEOUT_MS, input: `${rules}\n` });
+}
+
+async function startTicks(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
+}
+
+/** Whether the record's pid is still that VM (not exited, not a zombie, not reused). */
+async function isOurs(record: VmRecord): Promise<boolean> {
+  const stat = await readFile(`/proc/${record.pid}/stat`, "utf8").catch(() => undefined);
+  if (!stat) return false;
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields[0] !== "Z" && fields[19] === record.startTicks;
+}
+
+async function waitUntilGone(record: VmRecord, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (await isOurs(record)) {
+    if (performance.now() > deadline) throw new Error(`qemu (pid ${record.pid}) still running ${timeoutMs} ms after SIGKILL`);
+    await sleep(5);
+  }
+}
+
+async function consoleTail(file: string): Promise<string> {
+  const text = await readFile(file, "utf8").catch(() => "");
+  return JSON.stringify(text.slice(-600));
+}
