@@ -108,7 +108,9 @@ describe("the host agent", { skip: skipAgent }, () => {
     assert.match(gvisor.detail, /runsc version/);
     assert.equal(gvisor.memorySnapshots, false);
     assert.equal(info.defaultRuntime, "gvisor");
-    for (const name of ["qemu", "firecracker"]) assert.equal(info.runtimes.find((r) => r.name === name)?.available, false);
+    // qemu: tested in qemu.test.ts (available where build/vm is built); firecracker needs KVM.
+    assert.equal(info.runtimes.find((r) => r.name === "firecracker")?.available, false);
+    assert.ok(info.runtimes.some((r) => r.name === "qemu"), "the qemu driver is probed too");
     assert.equal(info.slotsTotal, 16);
   });
 

@@ -1,0 +1,147 @@
+// The qemu runtime end to end, through the host agent's RPC API: real microVMs (TCG here: this
+// machine's KVM runs no guests), booted from the busybox test template. TCG is slow, so the VMs
+// are few and shared between checks, and the two that run at once are booted together.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { runCommand } from "../src/exec/command.js";
+import { mountsUnder } from "../src/sandbox/storage/rootfs.js";
+import { TEST_TEMPLATE, codeOf, removeDataDir, repoRoot, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+
+const POOL = "10.219.0.0/27";
+const vmDir = path.join(repoRoot, "build", "vm");
+const skip = skipAgent || (!existsSync(path.join(vmDir, "guest.json")) ? "needs the VM guest (make vm-guest)" : false);
+
+async function sh(agent: AgentUnderTest, sandboxId: string, script: string, timeoutSec = 60) {
+  const result = await agent.client.exec({ sandboxId, cmd: "/bin/sh", args: ["-c", script], timeoutSec, user: "root" });
+  return { stdout: text(result.stdout), stderr: text(result.stderr), exitCode: result.exitCode };
+}
+
+/** Every trace of the sandbox on the host, each as a string naming what is left; empty when none. */
+async function leftovers(agent: AgentUnderTest, sandboxId: string): Promise<string[]> {
+  const left: string[] = [];
+  const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
+  if (processes.split("\n").some((line) => line.includes("qemu-system") && line.includes(`wrenn-${sandboxId}`))) left.push("a qemu process");
+  const namespaces = await runCommand("ip", ["netns", "list"], { timeoutMs: 5000 });
+  if (namespaces.includes(`wrenn-${sandboxId}`)) left.push("its netns (and the TAP in it)");
+  const dir = path.join(agent.dataDir, "sandboxes", sandboxId);
+  if (existsSync(dir)) left.push(`its dir ${dir} (overlay disk, console log)`);
+  if ((await mountsUnder(dir)).length > 0) left.push("a mount");
+  for (const file of [`${sandboxId}.qmp`, `${sandboxId}.json`]) if (existsSync(path.join(agent.dataDir, "qemu", file))) left.push(`qemu/${file}`);
+  for (const controller of ["memory", "pids", "cpu"]) if (existsSync(`/sys/fs/cgroup/${controller}/wrenn/${sandboxId}`)) left.push(`cgroup ${controller}`);
+  return left;
+}
+
+describe("the qemu runtime (microVMs)", { skip }, () => {
+  let agent: AgentUnderTest;
+
+  before(async () => {
+    agent = await startAgentProcess({ pool: POOL, table: `wrenn_qemu${process.pid}`, host: "0.0.0.0" });
+  });
+
+  after(async () => {
+    if (!agent) return;
+    await agent.client.terminate({}).catch(() => undefined);
+    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
+    await removeDataDir(agent.dataDir, agent.table);
+  });
+
+  test("the probe finds qemu and says which accelerator it uses; gvisor stays the default", async () => {
+    const info = await agent.client.getHostInfo({});
+    const qemu = info.runtimes.find((r) => r.name === "qemu");
+    assert.ok(qemu?.available, `qemu probe: ${qemu?.detail}`);
+    assert.match(qemu.detail, /QEMU emulator version .*; (kvm|tcg)/);
+    assert.equal(qemu.memorySnapshots, true);
+    assert.equal(info.defaultRuntime, "gvisor");
+  });
+
+  test("a VM sandbox boots, runs commands and files, is isolated, pauses and resumes, and leaves nothing behind", async (t) => {
+    t.after(async () => {
+      for (const sandboxId of ["vm-a", "vm-b"]) await agent.client.destroySandbox({ sandboxId }).catch(() => undefined);
+    });
+    const started = performance.now();
+    const [a, b] = await Promise.all([
+      agent.client.createSandbox({ sandboxId: "vm-a", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256, diskSizeMb: 512, envVars: { GREETING: "hi from a VM" } }),
+      agent.client.createSandbox({ sandboxId: "vm-b", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256 }),
+    ]);
+    t.diagnostic(`two VMs booted at once in ${Math.round(performance.now() - started)} ms`);
+    assert.equal(a.runtime, "qemu");
+    assert.equal(a.status, "running");
+
+    // A real kernel of its own: not the host's, not gVisor's.
+    const kernel = await sh(agent, "vm-a", "uname -r; cat /proc/cmdline; hostname; echo $GREETING");
+    const [release, cmdline, hostname, greeting] = kernel.stdout.split("\n");
+    assert.match(release!, /cloud-amd64$/);
+    assert.match(cmdline!, /wrenn\.ip=169\.254\.0\.21\/30/);
+    assert.equal(hostname, "vm-a");
+    assert.equal(greeting, "hi from a VM");
+    assert.deepEqual(await sh(agent, "vm-a", "echo oops >&2; exit 3"), { stdout: "", stderr: "oops\n", exitCode: 3 });
+
+    // The disk is the size asked for, and writes stay in the sandbox's own overlay.
+    const df = await sh(agent, "vm-a", "df -m / | tail -1");
+    const sizeMb = Number(df.stdout.trim().split(/\s+/)[1]);
+    assert.ok(sizeMb > 400 && sizeMb <= 512, `root filesystem of ${sizeMb} MiB for a 512 MiB disk: ${df.stdout}`);
+    await agent.client.writeFile({ sandboxId: "vm-a", path: "/home/user/notes/a.txt", content: Buffer.from("written in a VM") });
+    assert.equal(text((await agent.client.readFile({ sandboxId: "vm-a", path: "/home/user/notes/a.txt" })).content), "written in a VM");
+    assert.equal((await sh(agent, "vm-b", "cat /home/user/notes/a.txt 2>&1 || echo missing")).stdout.trim().split("\n").pop(), "missing");
+    const image = path.join(agent.dataDir, "templates", TEST_TEMPLATE, "rootfs.ext4");
+    const imageBefore = await stat(image);
+    assert.ok(imageBefore.size > 0, "the template's image was made once and kept");
+
+    // Isolation: the same fixed guest address in both, translated to each sandbox's own; neither
+    // reaches the agent's port on the host nor the other sandbox; the host reaches both.
+    assert.equal((await sh(agent, "vm-b", "ip -4 -o addr show eth0")).stdout.includes("169.254.0.21/30"), true);
+    const hostSide = a.hostIp.replace(/\.(\d+)$/, (_, last: string) => `.${Number(last) - 1}`);
+    for (const [target, port] of [[hostSide, agent.port], [b.hostIp, 49983]] as const) {
+      const probe = await sh(agent, "vm-a", `nc -w 2 ${target} ${port} </dev/null && echo reached || echo blocked`);
+      assert.equal(probe.stdout.trim(), "blocked", `a VM reached ${target}:${port}`);
+    }
+    for (const sandbox of [a, b]) assert.equal((await fetch(`http://${sandbox.hostIp}:49983/health`)).status, 204);
+
+    // Pause is a real stop of the VM's CPUs: envd does not answer; resume brings the same processes back.
+    const sleeper = (await sh(agent, "vm-a", "sleep 600 >/dev/null 2>&1 & echo $!")).stdout.trim();
+    await agent.client.pauseSandbox({ sandboxId: "vm-a" });
+    const whilePaused = await fetch(`http://${a.hostIp}:49983/health`, { signal: AbortSignal.timeout(1500) }).then((r) => `answered ${r.status}`, () => "no answer");
+    assert.equal(whilePaused, "no answer");
+    assert.equal(await codeOf(sh(agent, "vm-a", "true")), "FailedPrecondition");
+    await agent.client.resumeSandbox({ sandboxId: "vm-a" });
+    assert.equal((await sh(agent, "vm-a", `kill -0 ${sleeper} && echo alive`)).stdout.trim(), "alive");
+
+    // A snapshot of a VM sandbox is refused before anything is frozen (not built yet), and the VM runs on.
+    assert.equal(await codeOf(agent.client.createSnapshot({ sandboxId: "vm-b", name: "vm-snap", keepRunning: true })), "FailedPrecondition");
+    assert.equal((await sh(agent, "vm-b", "echo still here")).stdout, "still here\n");
+
+    // The console of each VM (kernel, init, envd) is kept as its log.
+    const console = await readFile(path.join(agent.dataDir, "sandboxes", "vm-a", "bundle", "console.log"), "utf8");
+    assert.match(console, /wrenn-init: starting envd on 169\.254\.0\.21:49983 as vm-a/);
+    assert.match(console, /"msg":"envd listening"/);
+
+    await Promise.all([agent.client.destroySandbox({ sandboxId: "vm-a" }), agent.client.destroySandbox({ sandboxId: "vm-b" })]);
+    assert.deepEqual(await leftovers(agent, "vm-a"), []);
+    assert.deepEqual(await leftovers(agent, "vm-b"), []);
+    assert.equal((await stat(image)).mtimeMs, imageBefore.mtimeMs, "the template image was never written");
+  });
+
+  test("a VM that dies while booting fails its create with the reason and leaves nothing", async () => {
+    const create = codeOf(agent.client.createSandbox({ sandboxId: "vm-dies", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256 }));
+    let killed = false;
+    for (let i = 0; i < 600 && !killed; i++) {
+      const ps = await runCommand("ps", ["-eo", "pid,args"], { timeoutMs: 5000 });
+      const line = ps.split("\n").find((l) => l.includes("qemu-system") && l.includes("wrenn-vm-dies"));
+      if (line) {
+        process.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
+        killed = true;
+      } else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(killed, "the VM's qemu process was never seen");
+    assert.notEqual(await create, "OK");
+    assert.deepEqual(await leftovers(agent, "vm-dies"), []);
+    assert.equal((await agent.client.listSandboxes({})).sandboxes.some((s) => s.sandboxId === "vm-dies"), false);
+    // Bad input is refused before anything is made.
+    assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: TEST_TEMPLATE, runtime: "firecracker" })), "InvalidArgument");
+    assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: "no-such-template", runtime: "qemu" })), "NotFound");
+    assert.deepEqual(await leftovers(agent, "vm-bad"), []);
+  });
+});
