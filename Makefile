@@ -79,13 +79,16 @@ up: deps $(ENVD_BUILT) $(VM_GUEST_BUILT) $(DASHBOARD_BUILT) base-template
 test: deps system-deps $(ENVD_BUILT) $(VM_GUEST_BUILT) $(DASHBOARD_BUILT)
 	bash scripts/test.sh
 
-bench: envd bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard
+bench: envd bench-envd bench-agent bench-qemu bench-control-plane bench-proxy bench-dashboard
 
 bench-envd: envd
 	node --import tsx bench/envd/run.ts
 
 bench-agent: envd
 	node --import tsx bench/host-agent/run.ts
+
+bench-qemu: envd vm-guest
+	node --import tsx bench/host-agent/qemu.ts
 
 bench-control-plane: deps envd
 	node --import tsx bench/control-plane/run.ts
@@ -97,4 +100,4 @@ bench-proxy: deps system-deps envd
 bench-dashboard: deps system-deps $(ENVD_BUILT) $(DASHBOARD_BUILT)
 	node --import tsx bench/dashboard/run.ts
 
-.PHONY: help deps system-deps gen typecheck envd vm-guest base-template dashboard screenshots up test bench bench-envd bench-agent bench-control-plane bench-proxy bench-dashboard
+.PHONY: help deps system-deps gen typecheck envd vm-guest base-template dashboard screenshots up test bench bench-envd bench-agent bench-qemu bench-control-plane bench-proxy bench-dashboard
