@@ -419,6 +419,11 @@ describe("access token", () => {
     assert.equal((await post("[1,2]")).status, 400);
     assert.equal((await post(JSON.stringify({ envVars: { A: 1 } }))).status, 400);
     assert.equal((await post(JSON.stringify({ accessToken: 5 }))).status, 400);
+    assert.equal((await post(JSON.stringify({ timestamp: "yesterday-ish" }))).status, 400);
+    assert.equal((await post(JSON.stringify({ timestamp: 5 }))).status, 400);
+    // The host's own time: nothing to set (this envd runs on the test machine: a clock that is off
+    // is only ever set inside a VM, tested in host-agent/test/qemu.test.ts).
+    assert.equal((await post(JSON.stringify({ timestamp: new Date().toISOString() }))).status, 204);
     assert.equal((await post("x".repeat(2 << 20))).status, 400);
     assert.equal((await fetch(`${envd.url}/health`)).status, 204);
   });

@@ -1,5 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import { envdError } from "../errors.js";
+import { syncClock } from "./clock.js";
 import type { EnvdContext } from "../server/context.js";
 import { readBody, RequestTooLarge, sendError, type HttpRequest, type HttpResponse } from "./respond.js";
 
@@ -11,7 +12,7 @@ function isStringRecord(value: unknown): value is Record<string, string> {
 
 /**
  * POST /init: the host sets the sandbox's default env vars, access token, default user and
- * working directory. Once a token is set, only a caller holding it can call /init again.
+ * working directory, and with `timestamp` its clock (after a VM was restored). Once a token is set, only a caller holding it can call /init again.
  */
 export async function handleInit(ctx: EnvdContext, req: HttpRequest, res: HttpResponse): Promise<void> {
   try {
@@ -27,7 +28,9 @@ export async function handleInit(ctx: EnvdContext, req: HttpRequest, res: HttpRe
       }
     }
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw envdError("the body of /init must be a JSON object", Code.InvalidArgument);
-    const { envVars, accessToken, defaultUser, defaultWorkdir } = body as Record<string, unknown>;
+    const { envVars, accessToken, defaultUser, defaultWorkdir, timestamp } = body as Record<string, unknown>;
+    const time = timestamp === undefined ? undefined : new Date(typeof timestamp === "string" ? timestamp : NaN);
+    if (time && Number.isNaN(time.getTime())) throw envdError("timestamp must be an RFC 3339 date-time string", Code.InvalidArgument);
     if (envVars !== undefined && !isStringRecord(envVars)) throw envdError("envVars must map names to strings", Code.InvalidArgument);
     for (const [field, value] of Object.entries({ accessToken, defaultUser, defaultWorkdir })) {
       if (value !== undefined && typeof value !== "string") throw envdError(`${field} must be a string`, Code.InvalidArgument);
@@ -38,6 +41,12 @@ export async function handleInit(ctx: EnvdContext, req: HttpRequest, res: HttpRe
     if (typeof defaultUser === "string" && defaultUser) defaults.defaultUser = defaultUser;
     if (typeof defaultWorkdir === "string") defaults.defaultWorkdir = defaultWorkdir || undefined;
     ctx.log.info({ envVars: Object.keys(defaults.envVars).length, defaultUser: defaults.defaultUser, secured: !!defaults.accessToken }, "initialised");
+    if (time) {
+      // A clock that cannot be set (gVisor refuses, no date(1) in the template) is logged, not fatal.
+      const clock = await syncClock(time);
+      if ("error" in clock) ctx.log.warn(clock, "could not set the clock to the host's");
+      else if (clock.changed) ctx.log.info(clock, "clock set to the host's");
+    }
     res.writeHead(204).end();
   } catch (err) {
     sendError(res, err);
