@@ -124,6 +124,42 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.equal((await stat(image)).mtimeMs, imageBefore.mtimeMs, "the template image was never written");
   });
 
+  test("hibernate: memory to disk and the VM process gone; resume brings the same processes back, clock set", async (t) => {
+    t.after(() => agent.client.destroySandbox({ sandboxId: "vm-h" }).catch(() => undefined));
+    await agent.client.createSandbox({ sandboxId: "vm-h", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256 });
+    // A counter that keeps counting in memory and on disk, and a file written just before.
+    const pid = (await sh(agent, "vm-h", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) >/dev/null 2>&1 & echo $!")).stdout.trim();
+    await sh(agent, "vm-h", "echo kept > /root/before.txt; sync");
+    const before = Number((await sh(agent, "vm-h", "sleep 1; cat /tmp/count")).stdout);
+    assert.ok(before > 0);
+
+    await agent.client.pauseSandbox({ sandboxId: "vm-h", hibernate: true });
+    const listed = (await agent.client.listSandboxes({})).sandboxes.find((s) => s.sandboxId === "vm-h");
+    assert.equal(listed?.status, "hibernated");
+    const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
+    assert.ok(!processes.split("\n").some((l) => l.includes("qemu-system") && l.includes("wrenn-vm-h ")), "no qemu process while hibernated");
+    assert.ok(!existsSync("/sys/fs/cgroup/memory/wrenn/vm-h"), "its cgroup (memory, CPU) freed");
+    const saved = await stat(path.join(agent.dataDir, "sandboxes", "vm-h", "memory.state"));
+    t.diagnostic(`hibernated: ${Math.round(saved.size / 2 ** 20)} MiB of state on disk`);
+    assert.equal(await codeOf(sh(agent, "vm-h", "true")), "FailedPrecondition");
+    await new Promise((resolve) => setTimeout(resolve, 6000)); // the guest's clock stands still meanwhile
+
+    const resumed = await agent.client.resumeSandbox({ sandboxId: "vm-h" });
+    assert.equal(resumed.status, "running");
+    const after = await sh(agent, "vm-h", `kill -0 ${pid} && echo alive; cat /root/before.txt; sleep 1; cat /tmp/count; date +%s`);
+    const [alive, kept, count, guestNow] = after.stdout.trim().split("\n");
+    assert.equal(alive, "alive", "the same process, same PID");
+    assert.equal(kept, "kept");
+    assert.ok(Number(count) > before, `the counter went on from ${before} (now ${count})`);
+    assert.ok(Math.abs(Number(guestNow) - Date.now() / 1000) < 3, `the guest's clock was set to the host's (guest ${guestNow}, host ${Math.round(Date.now() / 1000)})`);
+    assert.ok(!existsSync(path.join(agent.dataDir, "sandboxes", "vm-h", "memory.state")), "the state file goes once restored");
+
+    // Hibernated, then destroyed: nothing left, state file included.
+    await agent.client.pauseSandbox({ sandboxId: "vm-h", hibernate: true });
+    await agent.client.destroySandbox({ sandboxId: "vm-h" });
+    assert.deepEqual(await leftovers(agent, "vm-h"), []);
+  });
+
   test("a VM that dies while booting fails its create with the reason and leaves nothing", async () => {
     const create = codeOf(agent.client.createSandbox({ sandboxId: "vm-dies", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256 }));
     let killed = false;
@@ -139,6 +175,11 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.notEqual(await create, "OK");
     assert.deepEqual(await leftovers(agent, "vm-dies"), []);
     assert.equal((await agent.client.listSandboxes({})).sandboxes.some((s) => s.sandboxId === "vm-dies"), false);
+    // gVisor cannot hibernate: a clear refusal, and the sandbox runs on.
+    await agent.client.createSandbox({ sandboxId: "gv-h", template: TEST_TEMPLATE });
+    assert.equal(await codeOf(agent.client.pauseSandbox({ sandboxId: "gv-h", hibernate: true })), "InvalidArgument");
+    assert.equal((await sh(agent, "gv-h", "echo on")).stdout, "on\n");
+    await agent.client.destroySandbox({ sandboxId: "gv-h" });
     // Bad input is refused before anything is made.
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: TEST_TEMPLATE, runtime: "firecracker" })), "InvalidArgument");
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: "no-such-template", runtime: "qemu" })), "NotFound");

@@ -468,15 +468,31 @@ export class SandboxManager {
     log.info({ sandboxId: record.id, runtimeId: record.runtimeId }, "sandbox destroyed");
   }
 
-  async pause(sandboxId: string): Promise<void> {
-    await this.withLock(sandboxId, () => this.pauseLocked(this.get(sandboxId)));
+  /** Freezes the sandbox, or with `hibernate` saves its memory to disk and ends its process (VM runtimes). */
+  async pause(sandboxId: string, options: { hibernate?: boolean } = {}): Promise<void> {
+    await this.withLock(sandboxId, async () => {
+      const sandbox = this.get(sandboxId);
+      if (options.hibernate) await this.hibernateLocked(sandbox);
+      else await this.pauseLocked(sandbox);
+    });
   }
 
   private async pauseLocked(sandbox: Sandbox): Promise<void> {
-    if (sandbox.record.status === "paused") return;
+    if (sandbox.record.status !== "running") return; // paused, or hibernated: frozen already
     await sandbox.driver.pause(sandbox.record.runtimeId);
     await this.setStatus(sandbox, "paused");
     this.onUnreachable?.(sandbox.record.id, false);
+  }
+
+  private async hibernateLocked(sandbox: Sandbox): Promise<void> {
+    const { driver, record } = sandbox;
+    if (!driver.hibernate) throw new InvalidRequestError(`sandbox ${record.id} runs on ${driver.name}, which cannot hibernate (qemu can); pause it instead`);
+    if (record.status === "hibernated") return;
+    this.onUnreachable?.(record.id, false);
+    // The namespace stays, so envd's kept-alive connections from here survive: the guest's ends
+    // come back with its memory.
+    await driver.hibernate(record.runtimeId);
+    await this.setStatus(sandbox, "hibernated");
   }
 
   async resume(sandboxId: string, timeoutSec?: number): Promise<Sandbox> {
@@ -484,10 +500,18 @@ export class SandboxManager {
       const sandbox = this.get(sandboxId);
       if (timeoutSec !== undefined) sandbox.record.timeoutSec = checkTimeout(timeoutSec);
       if (sandbox.record.status === "paused") await sandbox.driver.resume(sandbox.record.runtimeId);
+      if (sandbox.record.status === "hibernated") await this.restoreLocked(sandbox);
       this.touch(sandbox);
       await this.setStatus(sandbox, "running");
       return sandbox;
     });
+  }
+
+  /** Brings a hibernated VM back, then sets its clock: it stood still while the VM was on disk. */
+  private async restoreLocked(sandbox: Sandbox): Promise<void> {
+    await sandbox.driver.restore!(sandbox.record.runtimeId);
+    await sandbox.envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
+    await sandbox.envd.init({ timestamp: new Date().toISOString() });
   }
 
   async setTimeout(sandboxId: string, timeoutSec: number): Promise<void> {
@@ -588,6 +612,9 @@ export class SandboxManager {
       if (await alive(sandbox)) continue;
       await this.withLock(sandbox.record.id, async () => {
         if (this.sandboxes.get(sandbox.record.id) !== sandbox) return;
+        // Asked again under the lock: what held it (a hibernate, a resume) may have changed what runs.
+        const now = await sandbox.driver.list();
+        if (now.some((s) => s.id === sandbox.record.runtimeId && s.status !== "stopped")) return;
         const reason = (await sandbox.driver.exitReason(sandbox.record.runtimeId)) ?? "the sandbox stopped unexpectedly";
         log.warn({ sandboxId: sandbox.record.id, reason }, "sandbox exited");
         // Reported once it is gone, so whoever reads the report finds nothing of it left.

@@ -5,7 +5,8 @@ import { readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { RuntimeName } from "./runtime/driver.js";
 
-export type SandboxStatus = "running" | "paused";
+/** "hibernated": a VM whose memory is on the host's disk and whose process has ended (resume restores it). */
+export type SandboxStatus = "running" | "paused" | "hibernated";
 /** What the reaper does once a sandbox's timeout ran out. */
 export type TimeoutAction = "pause" | "kill";
 

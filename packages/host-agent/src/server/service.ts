@@ -81,7 +81,7 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
     }),
 
     pauseSandbox: unary(async (req) => {
-      await manager.pause(req.sandboxId);
+      await manager.pause(req.sandboxId, { hibernate: req.hibernate });
       return {};
     }),
 

@@ -25,6 +25,8 @@ export interface InitOptions {
   accessToken?: string;
   defaultUser?: string;
   defaultWorkdir?: string;
+  /** The host's time (RFC 3339): envd sets the sandbox's clock to it when it is off (after a restore). */
+  timestamp?: string;
 }
 
 export interface ExecRequest {
@@ -161,6 +163,7 @@ export class EnvdClient {
       accessToken: options.accessToken,
       defaultUser: options.defaultUser,
       defaultWorkdir: options.defaultWorkdir,
+      timestamp: options.timestamp,
     });
     const response = await sendHttp(this.agent, this.baseUrl, {
       method: "POST",

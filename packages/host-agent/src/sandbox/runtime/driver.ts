@@ -50,7 +50,8 @@ export interface BootRequest {
 /** The environment variable that gives envd its first access token (packages/envd/src/main.ts reads and removes it). */
 export const ENVD_BOOT_TOKEN_ENV = "WRENN_ENVD_ACCESS_TOKEN";
 
-export type RuntimeStatus = "running" | "paused" | "stopped";
+/** "hibernated": memory on the host's disk, no process (a VM driver's `hibernate`). */
+export type RuntimeStatus = "running" | "paused" | "hibernated" | "stopped";
 
 export interface RuntimeSandbox {
   id: string;
@@ -71,6 +72,13 @@ export interface RuntimeDriver {
   /** Freezes every process of the sandbox. */
   pause(sandboxId: string): Promise<void>;
   resume(sandboxId: string): Promise<void>;
+  /**
+   * Saves the sandbox's memory and devices to the host's disk and ends its process (memory and
+   * CPU freed; disk and network kept); `restore` brings the same processes back. Absent on
+   * runtimes that cannot.
+   */
+  hibernate?(sandboxId: string): Promise<void>;
+  restore?(sandboxId: string): Promise<void>;
   /** What the runtime has running or frozen now (also what survived an agent restart). */
   list(): Promise<RuntimeSandbox[]>;
   /** The host cgroup (relative to the controller roots) that bounds the sandbox, for metrics. */

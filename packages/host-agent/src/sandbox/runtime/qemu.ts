@@ -9,8 +9,8 @@
 // restore into any namespace. qemu runs inside the netns (it opens the TAP there), in a host
 // cgroup that bounds its memory and CPU. See docs/host-agent-qemu.md.
 import { spawn } from "node:child_process";
-import { constants, openSync, closeSync } from "node:fs";
-import { access, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { closeSync, constants, existsSync, openSync } from "node:fs";
+import { access, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { release } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -18,7 +18,7 @@ import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
 import { readCgroupLimitHits } from "../metrics/cgroup.js";
-import { cgroupDirs, killCgroup, placeInCgroup } from "./cgroup-tree.js";
+import { cgroupDirs, killCgroup, placeInCgroup, type CgroupLimits } from "./cgroup-tree.js";
 import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from "./driver.js";
 import { GUEST_ADDRESS, GUEST_DEVICE_ARGS, GUEST_GATEWAY, GUEST_MAC, GUEST_PREFIX, guestArtifacts, kernelCommandLine, type GuestArtifacts } from "./qemu-guest.js";
 import { qmp } from "./qmp.js";
@@ -29,8 +29,14 @@ const CONTROL_TIMEOUT_MS = 10_000;
 const START_TIMEOUT_MS = 15_000;
 /** The TAP device inside the sandbox's namespace. */
 export const TAP_DEVICE = "tap0";
-/** Host memory a VM needs besides its guest's RAM (qemu itself, TCG's translation cache). */
-const VMM_OVERHEAD_MB = 192;
+/**
+ * Host memory a VM needs besides its guest's RAM: qemu itself, and under TCG its translation cache
+ * (bounded by TCG_CACHE_MB; QEMU's default lets it grow to 1 GiB). Measured: a 256 MiB TCG guest's
+ * qemu reached 457 MiB of anonymous memory while saving its state, and the cgroup's OOM killer
+ * ended it at a 192 MiB allowance.
+ */
+const VMM_OVERHEAD_MB = { kvm: 160, tcg: 352 } as const;
+const TCG_CACHE_MB = 128;
 /** Where the KVM probe's verdict is kept until the host reboots (it cannot change before). */
 const KVM_PROBE_CACHE = "/run/wrenn/qemu-kvm-probe.json";
 const KVM_PROBE_TIMEOUT_MS = 5_000;
@@ -54,6 +60,11 @@ interface VmRecord {
   /** The process's start time (field 22 of /proc/<pid>/stat): a reused pid is not our VM. */
   startTicks: string;
   sandboxDir: string;
+  /** How it was started (nsenter's arguments) and bounded: what a restore starts again. */
+  argv: string[];
+  limits: CgroupLimits;
+  /** Its memory is in `memoryFileOf(sandboxDir)` and no process runs. */
+  hibernated?: boolean;
 }
 
 export class QemuRuntime implements RuntimeDriver {
@@ -153,11 +164,22 @@ export class QemuRuntime implements RuntimeDriver {
     ];
     // Registered before the start: a start that fails halfway may leave a process or cgroup.
     cleanup.defer(`stop qemu sandbox ${request.sandboxId}`, () => this.stop(request.sandboxId));
+    const limits = { vcpus: request.vcpus, memoryBytes: (request.memoryMb + VMM_OVERHEAD_MB[accelerator]) * 2 ** 20, pidsLimit: 1024 };
+    await this.start(request.sandboxId, { argv: args, limits, sandboxDir: request.sandboxDir });
+    log.info({ ms: Math.round(performance.now() - started), accelerator }, "qemu sandbox started");
+  }
+
+  /**
+   * Starts qemu as `record` says (detached: an agent restart leaves it running), in its cgroup;
+   * resolves once QMP answers, fails with the console's tail if qemu exits first.
+   */
+  private async start(sandboxId: string, vm: Pick<VmRecord, "argv" | "limits" | "sandboxDir">, extraArgs: string[] = []): Promise<void> {
+    const consoleLog = consoleLogOf(vm.sandboxDir);
     const output = openSync(consoleLog, "a");
     let child;
     try {
-      // nsenter execs qemu in place: the pid is qemu's. Detached, so an agent restart leaves it running.
-      child = spawn("nsenter", args, { detached: true, stdio: ["ignore", output, output] });
+      // nsenter execs qemu in place: the pid is qemu's.
+      child = spawn("nsenter", [...vm.argv, ...extraArgs], { detached: true, stdio: ["ignore", output, output] });
     } finally {
       closeSync(output);
     }
@@ -168,16 +190,98 @@ export class QemuRuntime implements RuntimeDriver {
     child.unref();
     const pid = child.pid;
     if (pid === undefined) throw new Error(`qemu did not start: ${await exited}`);
-    await this.writeRecord(request.sandboxId, { pid, startTicks: await startTicks(pid), sandboxDir: request.sandboxDir });
-    await placeInCgroup(this.cgroupPath(request.sandboxId), pid, {
-      vcpus: request.vcpus,
-      memoryBytes: (request.memoryMb + VMM_OVERHEAD_MB) * 2 ** 20,
-      pidsLimit: 1024,
-    });
-    const answered = this.waitForQmp(qmpSocket);
+    await this.writeRecord(sandboxId, { ...vm, pid, startTicks: await startTicks(pid), hibernated: undefined });
+    await placeInCgroup(this.cgroupPath(sandboxId), pid, vm.limits);
+    const answered = this.waitForQmp(this.qmpSocket(sandboxId));
     const outcome = await Promise.race([answered.then(() => undefined), exited]);
     if (outcome !== undefined) throw new Error(`qemu ${outcome} before it answered: ${await consoleTail(consoleLog)}`);
-    log.info({ ms: Math.round(performance.now() - started), accelerator }, "qemu sandbox started");
+  }
+
+  /**
+   * Stops the vCPUs, migrates the VM's state (memory and devices) into a file beside its disk,
+   * then ends the process and its cgroup. The disk stays as it is: the state refers to it.
+   */
+  async hibernate(sandboxId: string): Promise<void> {
+    const record = await this.readRecord(sandboxId);
+    if (!record || record.hibernated) throw new Error(`no running VM ${sandboxId} to hibernate`);
+    const socket = this.qmpSocket(sandboxId);
+    const memoryFile = memoryFileOf(record.sandboxDir);
+    const started = performance.now();
+    await qmp(socket, "stop");
+    await rm(memoryFile, { force: true });
+    try {
+      // QEMU 7.2 has no file: target; the default bandwidth cap (128 MiB/s) would only slow it down.
+      await qmp(socket, "migrate-set-parameters", { "max-bandwidth": 8 * 2 ** 30 });
+      await qmp(socket, "migrate", { uri: `exec:cat > ${shellQuote(memoryFile)}` });
+      await this.waitForMigration(socket);
+    } catch (err) {
+      // Nothing was lost: the VM is still there, stopped. Let it run on and say why it failed.
+      await rm(memoryFile, { force: true });
+      await qmp(socket, "cont").catch(() => undefined);
+      throw err;
+    }
+    await this.writeRecord(sandboxId, { ...record, hibernated: true });
+    await this.kill(sandboxId, record);
+    logger.info({ sandboxId, ms: Math.round(performance.now() - started), bytes: (await stat(memoryFile)).size }, "qemu sandbox hibernated");
+  }
+
+  /** Starts qemu again with the hibernated state as its incoming migration and lets it run. */
+  async restore(sandboxId: string): Promise<void> {
+    const record = await this.readRecord(sandboxId);
+    if (!record?.hibernated) throw new Error(`VM ${sandboxId} is not hibernated`);
+    const memoryFile = memoryFileOf(record.sandboxDir);
+    const started = performance.now();
+    const socket = this.qmpSocket(sandboxId);
+    await rm(socket, { force: true });
+    try {
+      await this.start(sandboxId, record, ["-incoming", `exec:cat ${shellQuote(memoryFile)}`]);
+      // The state arrives paused (it was taken stopped): wait until it is all in, then run.
+      const deadline = performance.now() + START_TIMEOUT_MS;
+      for (;;) {
+        const { status } = await qmp<{ status: string }>(socket, "query-status");
+        if (status === "running") break;
+        if (status === "paused" || status === "postmigrate" || status === "prelaunch") {
+          await qmp(socket, "cont");
+          break;
+        }
+        if (status !== "inmigrate") throw new Error(`restored VM is ${status}`);
+        if (performance.now() > deadline) throw new Error(`restoring VM still ${status} after ${START_TIMEOUT_MS} ms`);
+        await sleep(20);
+      }
+    } catch (err) {
+      // Back to hibernated, with the state file kept: a later resume can try again.
+      await this.kill(sandboxId, await this.readRecord(sandboxId));
+      await this.writeRecord(sandboxId, { ...record, hibernated: true });
+      throw err;
+    }
+    await rm(memoryFile, { force: true });
+    logger.info({ sandboxId, ms: Math.round(performance.now() - started) }, "qemu sandbox restored");
+  }
+
+  private async waitForMigration(socket: string): Promise<void> {
+    const deadline = performance.now() + 5 * 60_000;
+    for (;;) {
+      const info = await qmp<{ status?: string; "error-desc"?: string }>(socket, "query-migrate");
+      if (info.status === "completed") return;
+      if (info.status === "failed" || info.status === "cancelled") throw new Error(`saving the VM's memory ${info.status}: ${info["error-desc"] ?? "no reason given"}`);
+      if (performance.now() > deadline) throw new Error("saving the VM's memory took over 5 minutes");
+      await sleep(20);
+    }
+  }
+
+  /** SIGKILLs the VM's process (when it is still that process) and empties its cgroup. */
+  private async kill(sandboxId: string, record: VmRecord | undefined): Promise<void> {
+    if (record && !record.hibernated && (await isOurs(record))) {
+      try {
+        process.kill(record.pid, "SIGKILL");
+      } catch {
+        // already exited
+      }
+    }
+    const cgroups = await cgroupDirs(this.cgroupPath(sandboxId));
+    if (cgroups.length > 0) await killCgroup(cgroups, CONTROL_TIMEOUT_MS);
+    if (record && !record.hibernated) await waitUntilGone(record, CONTROL_TIMEOUT_MS);
+    await rm(this.qmpSocket(sandboxId), { force: true });
   }
 
   private async waitForQmp(socket: string): Promise<void> {
@@ -193,20 +297,11 @@ export class QemuRuntime implements RuntimeDriver {
     }
   }
 
-  /** Kills the VM, empties and removes its cgroup, forgets it; a sandbox already gone is fine. */
+  /** Kills the VM, empties and removes its cgroup, forgets it (a hibernated one's state too); a sandbox already gone is fine. */
   async stop(sandboxId: string): Promise<void> {
     const record = await this.readRecord(sandboxId);
-    if (record && (await isOurs(record))) {
-      try {
-        process.kill(record.pid, "SIGKILL");
-      } catch {
-        // already exited
-      }
-    }
-    const cgroups = await cgroupDirs(this.cgroupPath(sandboxId));
-    if (cgroups.length > 0) await killCgroup(cgroups, CONTROL_TIMEOUT_MS);
-    if (record) await waitUntilGone(record, CONTROL_TIMEOUT_MS);
-    await rm(this.qmpSocket(sandboxId), { force: true });
+    await this.kill(sandboxId, record);
+    if (record) await rm(memoryFileOf(record.sandboxDir), { force: true });
     await rm(this.recordFile(sandboxId), { force: true });
   }
 
@@ -225,12 +320,18 @@ export class QemuRuntime implements RuntimeDriver {
       if (!name.endsWith(".json")) continue;
       const id = name.slice(0, -".json".length);
       const record = await this.readRecord(id);
+      if (record?.hibernated) {
+        found.push({ id, status: existsSync(memoryFileOf(record.sandboxDir)) ? "hibernated" : "stopped" });
+        continue;
+      }
       if (!record || !(await isOurs(record))) {
         found.push({ id, status: "stopped" });
         continue;
       }
+      // The process decides whether it lives; QMP only whether it runs. QMP serves one client at a
+      // time, so it may be busy (a hibernate's migration holds it for seconds): alive all the same.
       const status = await qmp<{ status: string }>(this.qmpSocket(id), "query-status", undefined, 3000).catch(() => undefined);
-      found.push({ id, status: status?.status === "running" ? "running" : status?.status === "paused" ? "paused" : "stopped" });
+      found.push({ id, status: status?.status === "paused" ? "paused" : status?.status === "shutdown" ? "stopped" : "running" });
     }
     return found;
   }
@@ -287,7 +388,7 @@ export interface VmShape {
 export function vmArguments(vm: VmShape): string[] {
   return [
     "-M", "microvm,x-option-roms=off,rtc=on",
-    "-accel", vm.accelerator,
+    "-accel", vm.accelerator === "tcg" ? `tcg,tb-size=${TCG_CACHE_MB}` : "kvm",
     ...(vm.accelerator === "kvm" ? ["-cpu", "host"] : []),
     "-m", `${vm.memoryMb}M`,
     "-smp", String(Math.max(1, Math.ceil(vm.vcpus))),
@@ -307,6 +408,16 @@ export function vmArguments(vm: VmShape): string[] {
     ...GUEST_DEVICE_ARGS,
     "-qmp", `unix:${vm.qmpSocket},server=on,wait=off`,
   ];
+}
+
+/** Where a hibernated VM's memory and device state is kept. */
+export function memoryFileOf(sandboxDir: string): string {
+  return path.join(sandboxDir, "memory.state");
+}
+
+/** For exec: migration URIs, run by /bin/sh. */
+function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, "'\\''")}'`;
 }
 
 /** Where the VM's serial console (kernel, init and envd output) is appended. */
