@@ -1,11 +1,12 @@
 // Benchmarks the qemu runtime against its floor in the same run: the same guest booted by hand
 // (qemu with the driver's own arguments, in a namespace of its own, the same template image under
 // a fresh overlay), until envd runs a first command. Reports cold boot → first command through the
-// agent vs. that floor, and the host memory (qemu's RSS) of an idle VM per guest memory size.
+// agent vs. that floor, and per guest memory size: the host memory (qemu's RSS) of an idle VM, and
+// hibernate and resume → first command times.
 // Under TCG where KVM runs no guest (these machines): the figures say which.
 // Usage: `make bench-qemu`, or `node --import tsx bench/host-agent/qemu.ts [--runs 5]`.
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -120,15 +121,31 @@ async function main(): Promise<void> {
     console.log(`[${accelerator}] CreateSandbox(qemu) → first Exec: p50 ${oursStats.p50} ms, p95 ${oursStats.p95} ms (${report.coldBootToFirstCommand && (oursStats.p50 / floorStats.p50).toFixed(2)}× the floor)`);
 
     const rss: Record<string, number> = {};
+    const hibernation: Record<string, { hibernateMs: number; stateMiB: number; resumeToFirstCommandMs: number }> = {};
     for (const memoryMb of MEMORY_SIZES_MB) {
       const id = `idle${memoryMb}`;
       await createThenExec(agent, id, memoryMb);
       await new Promise((resolve) => setTimeout(resolve, 5000));
       rss[`${memoryMb}MiB`] = Math.round(await qemuRssMiB(id));
+      // Hibernate (state to disk, process gone), then resume until a command's answer is back.
+      let started = performance.now();
+      await agent.client.pauseSandbox({ sandboxId: id, hibernate: true });
+      const hibernateMs = Math.round(performance.now() - started);
+      const stateMiB = Math.round((await stat(path.join(agent.dataDir, "sandboxes", id, "memory.state"))).size / 2 ** 20);
+      started = performance.now();
+      await agent.client.resumeSandbox({ sandboxId: id });
+      const result = await agent.client.exec({ sandboxId: id, cmd: "/bin/echo", args: ["ready"] });
+      const resumeToFirstCommandMs = Math.round(performance.now() - started);
+      if (text(result.stdout).trim() !== "ready") throw new Error(`exec after resume printed ${JSON.stringify(text(result.stdout))}`);
+      hibernation[`${memoryMb}MiB`] = { hibernateMs, stateMiB, resumeToFirstCommandMs };
       await agent.client.destroySandbox({ sandboxId: id });
     }
     report.idleVmRssMiB = rss;
+    report.hibernation = hibernation;
     console.log(`[${accelerator}] host RSS of an idle VM (qemu process, 5 s after its first command), by guest memory: ${JSON.stringify(rss)}`);
+    for (const [size, figures] of Object.entries(hibernation)) {
+      console.log(`[${accelerator}] ${size} guest: hibernate ${figures.hibernateMs} ms (${figures.stateMiB} MiB state), resume → first command ${figures.resumeToFirstCommandMs} ms (cold boot → first command p50 ${oursStats.p50} ms: ${(oursStats.p50 / figures.resumeToFirstCommandMs).toFixed(1)}× slower)`);
+    }
   } finally {
     await agent.client.terminate({}).catch(() => undefined);
     await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
