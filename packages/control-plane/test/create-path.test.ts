@@ -176,6 +176,7 @@ describe("the create and exec paths", { skip: skipAgent }, () => {
       assert.equal(settled?.status, "running");
       assert.ok(settled?.hostIp?.startsWith("10.253.0."), String(settled?.hostIp));
       assert.ok(settled?.runningSince, "its run time is counted from now on");
+      assert.equal(settled?.runtime, "gvisor", "the runtime its host says it runs on, which the create never got to record");
       assert.equal((await cp.repos.sandboxes.get(never))?.status, "error");
       assert.equal((await cp.repos.sandboxes.get(young))?.status, "starting");
       assert.ok((await onHost()).includes(young));

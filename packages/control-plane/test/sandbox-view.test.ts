@@ -44,8 +44,8 @@ for (const mode of modes) {
           teamId: team.id,
           metadata: i % 2 ? { owner: `ünïcødé "quoted" \\ ${i}`, empty: "" } : {},
           createdAt: i < 3 ? tied : new Date(Date.UTC(2026, 10, 27, 8, i, 5, i * 7)),
-          ...(i === 4 ? { startedAt: new Date("2026-11-27T08:04:06.001Z"), envdVersion: "0.2.0", status: "running" as const } : {}),
-          ...(i === 5 ? { startedAt: new Date("2026-11-27T08:05:06Z"), endedAt: new Date("2026-11-27T09:00:00.999Z"), status: "stopped" as const } : {}),
+          ...(i === 4 ? { startedAt: new Date("2026-11-27T08:04:06.001Z"), envdVersion: "0.2.0", status: "running" as const, runtime: "qemu" as const } : {}),
+          ...(i === 5 ? { startedAt: new Date("2026-11-27T08:05:06Z"), endedAt: new Date("2026-11-27T09:00:00.999Z"), status: "stopped" as const, runtime: "gvisor" as const } : {}),
         });
       }
       await repos.sandboxes.create({ ...base, id: "notmine", teamId: other.id, metadata: {} });

@@ -29,6 +29,14 @@ export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
 export const ON_TIMEOUT_ACTIONS = ["pause", "kill"] as const;
 export type OnTimeout = (typeof ON_TIMEOUT_ACTIONS)[number];
 
+/**
+ * The runtimes a sandbox can boot on (a host agent's drivers): gVisor, a QEMU microVM, a
+ * Firecracker microVM. Which of them a host offers, its agent reports (hosts.runtimes).
+ */
+export const SANDBOX_RUNTIMES = ["gvisor", "qemu", "firecracker"] as const;
+export type SandboxRuntime = (typeof SANDBOX_RUNTIMES)[number];
+export const isSandboxRuntime = (name: string): name is SandboxRuntime => (SANDBOX_RUNTIMES as readonly string[]).includes(name);
+
 export const HOST_STATUSES = ["pending", "ready", "unhealthy", "draining"] as const;
 export type HostStatus = (typeof HOST_STATUSES)[number];
 
@@ -261,6 +269,11 @@ export const sandboxes = pgTable(
     diskSizeMb: integer("disk_size_mb").notNull().default(5120),
     timeoutSec: integer("timeout_sec").notNull(),
     onTimeout: text("on_timeout").$type<OnTimeout>().notNull().default("pause"),
+    /**
+     * The runtime it runs on, as its host answered the create (rows made before runtimes: gvisor);
+     * until then the one the create asked for, or null when it left the choice to the host.
+     */
+    runtime: text("runtime").$type<SandboxRuntime>(),
     metadata: jsonb("metadata").$type<Record<string, string>>().notNull().default({}),
     /** Egress allow/deny lists (CIDRs or host names), as the host agent's network takes them. */
     allowOut: jsonb("allow_out").$type<string[]>().notNull().default([]),

@@ -1,12 +1,12 @@
 // Placement: which host a new sandbox goes to. A candidate is ready (not draining or unhealthy),
-// holds the template on its disk, and has a CPU count, uncommitted memory and a free address slot
-// for the request; among them the one with the fewest sandboxes wins, then the most free memory.
+// offers the runtime asked for (if any), holds the template on its disk, and has a CPU count,
+// uncommitted memory and a free address slot for the request; among them the one with the fewest sandboxes wins, then the most free memory.
 // `place` runs a create on the best host and, when that host fails for host reasons (unavailable,
 // out of capacity), on the next one.
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
-import type { Host } from "../db/schema.js";
+import type { Host, SandboxRuntime } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { isHostFailure } from "../hosts/agent-client.js";
 import { NOT_ENDED_STATUSES } from "../sandboxes/transitions.js";
@@ -20,6 +20,8 @@ export interface PlacementRequest {
   hostTemplateName: string;
   /** Only this host (a snapshot lives on the host it was taken on). */
   hostId?: string | null;
+  /** Only hosts that offer this runtime; undefined: any host (the sandbox gets the host's default). */
+  runtime?: SandboxRuntime;
   vcpus: number;
   memoryMb: number;
   diskSizeMb: number;
@@ -63,9 +65,20 @@ export class Placement {
         request.hostId ? `the host holding template ${request.template} is not available` : "no host is ready to take a sandbox",
       );
     }
-    const withTemplate = ready.filter((candidate) => candidate.holdsTemplate);
+    const { runtime } = request;
+    const offering = runtime ? ready.filter(({ host }) => host.runtimes.includes(runtime)) : ready;
+    if (offering.length === 0) {
+      const offered = [...new Set(ready.flatMap(({ host }) => host.runtimes))].sort().join(", ") || "none";
+      throw new WrennError(
+        "failed_precondition",
+        request.hostId
+          ? `the host holding template ${request.template} does not offer runtime ${runtime} (it offers: ${offered})`
+          : `no available host offers runtime ${runtime} (the available hosts offer: ${offered})`,
+      );
+    }
+    const withTemplate = offering.filter((candidate) => candidate.holdsTemplate);
     if (withTemplate.length === 0) {
-      throw new WrennError("failed_precondition", `no available host holds template ${request.template}`);
+      throw new WrennError("failed_precondition", `no available host${runtime ? ` offering runtime ${runtime}` : ""} holds template ${request.template}`);
     }
     const ranked: RankedHost[] = [];
     for (const { host, sandboxes, memoryMb } of withTemplate) {

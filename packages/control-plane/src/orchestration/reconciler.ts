@@ -11,7 +11,7 @@ import type { ListSandboxesResponse } from "@wrenn/proto/hostagent";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
-import type { Host, Sandbox, SandboxStatus } from "../db/schema.js";
+import { isSandboxRuntime, type Host, type Sandbox, type SandboxStatus } from "../db/schema.js";
 import { callAgent } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import { CREATE_TIMEOUT_MS, FINAL_STATUSES, LIVE_STATUSES, transitionSandbox, type SandboxTransition } from "../sandboxes/transitions.js";
@@ -146,7 +146,11 @@ export class Reconciler {
         if (sandbox.statusChangedAt.getTime() > staleBefore) continue; // a create may still be at it
         const live = seen && !exited.has(sandbox.id) && (seen.status === "running" || seen.status === "paused");
         const settled = live
-          ? await move(sandbox, ["starting"], seen.status as SandboxStatus, "its create never finished; its host runs it", { hostIp: seen.hostIp, startedAt: new Date(Number(seen.createdAtUnix) * 1000) })
+          ? await move(sandbox, ["starting"], seen.status as SandboxStatus, "its create never finished; its host runs it", {
+              hostIp: seen.hostIp,
+              startedAt: new Date(Number(seen.createdAtUnix) * 1000),
+              ...(isSandboxRuntime(seen.runtime) ? { runtime: seen.runtime } : {}),
+            })
           : await move(sandbox, ["starting"], "error", "its create never finished; its host does not have it");
         if (settled) report.settled.push(sandbox.id);
       } else if (!seen || exited.has(sandbox.id)) {

@@ -13,11 +13,12 @@ import type { PendingAudit } from "../db/audit.js";
 import type { MetricPoint } from "../db/metrics.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
 import { InvalidCursorError, type SandboxJsonPage } from "../db/sandboxes.js";
-import { METRIC_TIERS, type Host, type MetricTier, type OnTimeout, type Sandbox, type SandboxStatus, type Template } from "../db/schema.js";
+import { METRIC_TIERS, isSandboxRuntime, type Host, type MetricTier, type OnTimeout, type Sandbox, type SandboxRuntime, type SandboxStatus, type Template } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
+import { templateRuntimes } from "../templates/runtimes.js";
 import { CREATE_TIMEOUT_MS, FINAL_STATUSES, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
 import { AgentTime } from "./agent-time.js";
 import { RunningSandboxCache, type RunningSandbox } from "./running-cache.js";
@@ -41,6 +42,8 @@ export interface CreateSandboxInput {
   timeoutSec?: number;
   /** What the host does when the timeout runs out; default: pause. */
   onTimeout?: OnTimeout;
+  /** The runtime to boot on: only hosts offering it are placed on; default: the chosen host's default. */
+  runtime?: SandboxRuntime;
   metadata?: Record<string, string>;
   /** Environment of every process in the sandbox; not stored (it may hold secrets). */
   envVars?: Record<string, string>;
@@ -137,10 +140,13 @@ export class SandboxService {
     // A platform template has the same name on hosts' disks: rank hosts for it while the template
     // is looked up (one round trip saved); a team's template (another disk name, or its own host)
     // ranks after the lookup.
-    const guess = { template: input.template, hostTemplateName: input.template, ...shape };
+    const guess = { template: input.template, hostTemplateName: input.template, runtime: input.runtime, ...shape };
     const earlyRanking = this.options.placement.rank(guess);
     earlyRanking.catch(() => {}); // unused, or awaited by place(): never an unhandled rejection
     const template = await this.visibleTemplate(teamId, input.template);
+    if (input.runtime && !templateRuntimes(template).includes(input.runtime)) {
+      throw new WrennError("failed_precondition", `template ${template.name} does not boot on runtime ${input.runtime} (it boots on: ${templateRuntimes(template).join(", ")})`);
+    }
     throwIfAborted(signal);
     const row = {
       id: newSandboxId(),
@@ -148,6 +154,8 @@ export class SandboxService {
       template: template.name,
       ...shape,
       onTimeout: input.onTimeout ?? "pause",
+      // What the host answers replaces it at the running mark.
+      runtime: input.runtime ?? null,
       metadata: input.metadata ?? {},
       allowOut: input.allowOut ?? [],
       denyOut: input.denyOut ?? [],
@@ -167,10 +175,11 @@ export class SandboxService {
     // the sandbox (a round trip off the create's path): a `starting` row is never an orphan to the
     // reconciler, and a sandbox it finds with no row yet gets a second look before it is destroyed.
     let sandbox: Sandbox | undefined;
-    let placed: { host: Host; result: { hostIp: string; envdVersion: string } };
+    let placed: { host: Host; result: { hostIp: string; envdVersion: string; runtime: SandboxRuntime | null } };
     try {
       const guessed = hostTemplateName === guess.hostTemplateName && !template.hostId;
-      placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, ...shape }, async (host) => {
+      // The same request on every host tried: a retry elsewhere keeps the runtime.
+      placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, runtime: input.runtime, ...shape }, async (host) => {
         const recorded = sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id }, auditEntry);
         const creating = measured(options.agentTime, callAgent(
           this.options.registry.client(host).createSandbox(
@@ -178,6 +187,7 @@ export class SandboxService {
               sandboxId: row.id,
               template: hostTemplateName,
               ...shape,
+              runtime: input.runtime ?? "",
               onTimeout: row.onTimeout === "kill" ? OnTimeoutAction.KILL : OnTimeoutAction.PAUSE,
               envVars: input.envVars ?? {},
               allowOut: row.allowOut,
@@ -197,7 +207,7 @@ export class SandboxService {
         }
         sandbox ??= written.value;
         if (created.status === "rejected") throw created.reason;
-        return { hostIp: created.value.hostIp, envdVersion: created.value.envdVersion };
+        return { hostIp: created.value.hostIp, envdVersion: created.value.envdVersion, runtime: isSandboxRuntime(created.value.runtime) ? created.value.runtime : row.runtime };
       }, guessed ? earlyRanking : undefined);
     } catch (err) {
       if (sandbox) {
@@ -225,7 +235,7 @@ export class SandboxService {
       running = await this.transition(row.id, {
         from: ["starting"],
         to: "running",
-        set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, startedAt: new Date() },
+        set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, runtime: result.runtime, startedAt: new Date() },
         flushLater: true,
       });
     } catch (err) {
@@ -240,7 +250,7 @@ export class SandboxService {
       await undo();
       throw new WrennError("conflict", `sandbox ${row.id} was destroyed while it was starting`);
     }
-    log.info({ hostId: host.id, template: template.name }, "sandbox created");
+    log.info({ hostId: host.id, template: template.name, runtime: running.runtime }, "sandbox created");
     return running;
   }
 

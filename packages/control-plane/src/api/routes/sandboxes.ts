@@ -5,7 +5,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { sql, type AnyColumn, type SQL } from "drizzle-orm";
 import { z } from "zod";
 import type { Sandbox } from "../../db/schema.js";
-import { METRIC_TIERS, ON_TIMEOUT_ACTIONS, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
+import { METRIC_TIERS, ON_TIMEOUT_ACTIONS, SANDBOX_RUNTIMES, SANDBOX_STATUSES, sandboxes as sandboxColumns, type SandboxStatus } from "../../db/schema.js";
 import { WrennError } from "../../errors.js";
 import type { CreateSandboxInput, ExecEvent, SandboxService } from "../../sandboxes/service.js";
 import { auditEntryFor, pendingAudit } from "../audit-recorder.js";
@@ -40,6 +40,9 @@ export const SandboxView = z
   .object({
     id: z.string(),
     template: z.string(),
+    runtime: z.enum(SANDBOX_RUNTIMES).nullable().meta({
+      description: "The runtime it runs on, as its host said; null while a create that left the choice to the host has not heard back (or failed)",
+    }),
     state: z.enum(SANDBOX_STATUSES),
     vcpus: z.int(),
     memoryMb: z.int(),
@@ -70,6 +73,9 @@ const CreateSandboxBody = z.strictObject({
   memoryMb: z.int().min(64).max(1024 * 1024).optional(),
   diskSizeMb: z.int().min(64).max(16 * 1024 * 1024).optional(),
   timeoutSec: Seconds.optional().meta({ description: "Seconds of inactivity before the host pauses it; 0: never; default 300" }),
+  runtime: z.enum(SANDBOX_RUNTIMES).optional().meta({
+    description: "The runtime to boot on (gVisor, or a QEMU or Firecracker microVM): only hosts offering it are chosen (409 when none does); default: the chosen host's default runtime",
+  }),
   onTimeout: z.enum(ON_TIMEOUT_ACTIONS).optional().meta({ description: "When the timeout runs out: pause it (default; resume brings it back) or kill it (it ends stopped)" }),
   metadata: StringMap("metadata entries").optional(),
   envVars: StringMap("environment variables").optional().meta({ description: "Environment of every process in the sandbox; never stored" }),
@@ -124,7 +130,7 @@ const iso = (date: Date | null | undefined): string | null => date?.toISOString(
  * (sandbox-view.test.ts) holds the two to the same output.
  */
 export const sandboxViewSql = sql`json_build_object(
-  'id', ${sandboxColumns.id}, 'template', ${sandboxColumns.template}, 'state', ${sandboxColumns.status},
+  'id', ${sandboxColumns.id}, 'template', ${sandboxColumns.template}, 'runtime', ${sandboxColumns.runtime}, 'state', ${sandboxColumns.status},
   'vcpus', ${sandboxColumns.vcpus}, 'memoryMb', ${sandboxColumns.memoryMb}, 'diskSizeMb', ${sandboxColumns.diskSizeMb},
   'timeoutSec', ${sandboxColumns.timeoutSec}, 'metadata', ${sandboxColumns.metadata}, 'hostId', ${sandboxColumns.hostId},
   'envdVersion', ${sandboxColumns.envdVersion}, 'createdAt', ${isoSql(sandboxColumns.createdAt)},
@@ -139,6 +145,7 @@ export function toSandboxView(sandbox: Sandbox): z.infer<typeof SandboxView> {
   return {
     id: sandbox.id,
     template: sandbox.template,
+    runtime: sandbox.runtime,
     state: sandbox.status,
     vcpus: sandbox.vcpus,
     memoryMb: sandbox.memoryMb,

@@ -3,7 +3,8 @@
 // and deletes. A platform template is never a team's to delete: 403 before any host is touched.
 // Builds are kept in the database: their status and logs outlive a control plane restart.
 import { z } from "zod";
-import { PLATFORM_TEAM_ID, type Template } from "../../db/schema.js";
+import { PLATFORM_TEAM_ID, SANDBOX_RUNTIMES, type Template } from "../../db/schema.js";
+import { templateRuntimes } from "../../templates/runtimes.js";
 import { FINISHED_BUILDS_KEPT_PER_TEAM, type BuildEvent, type TemplateBuild } from "../../templates/service.js";
 import { requireService, type RouteModule } from "../deps.js";
 import { sseKeepalive } from "./sse.js";
@@ -16,6 +17,7 @@ export const TemplateView = z
     kind: z.string().meta({ description: "base (platform), snapshot or build" }),
     platform: z.boolean().meta({ description: "A platform template: every team may use it, none may delete it" }),
     hostId: z.uuid().nullable().meta({ description: "The host holding it (team templates live where they were made); null: every host" }),
+    runtimes: z.array(z.enum(SANDBOX_RUNTIMES)).meta({ description: "The runtimes that boot it (a sandbox's runtime must be one of them): every one, for a filesystem template" }),
     sizeBytes: z.number().int(),
     metadata: z.record(z.string(), z.unknown()),
     createdAt: z.iso.datetime(),
@@ -42,6 +44,7 @@ const toTemplateView = (template: Template): z.infer<typeof TemplateView> => ({
   kind: template.kind,
   platform: template.teamId === PLATFORM_TEAM_ID,
   hostId: template.hostId,
+  runtimes: [...templateRuntimes(template)],
   sizeBytes: template.sizeBytes,
   metadata: template.metadata,
   createdAt: template.createdAt.toISOString(),
