@@ -3,7 +3,7 @@ export { Sandbox, type CreateSandboxOptions, type ListSandboxesOptions, type Sna
 export { Commands, type CommandEvent, type CommandOptions, type CommandResult, type RunOptions } from "./sandbox/commands.js";
 export { Files, type FileData, type FileOptions } from "./sandbox/files.js";
 export type { CallOptions, ConnectionOptions } from "./connection/config.js";
-export type { FileEntry, MetricPoint, MetricsRange, SandboxInfo, SandboxLogs, SandboxMetrics, SandboxState, TemplateInfo, WrittenFile } from "./api/types.js";
+export type { FileEntry, MetricPoint, MetricsRange, SandboxInfo, SandboxLogs, SandboxMetrics, SandboxRuntime, SandboxState, TemplateInfo, WrittenFile } from "./api/types.js";
 export type { components, operations, paths } from "./api/schema.js";
 export {
   AuthenticationError,

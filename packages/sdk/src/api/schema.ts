@@ -1109,6 +1109,8 @@ export interface components {
         SandboxInput: {
             id: string;
             template: string;
+            /** @description The runtime it runs on, as its host said; null while a create that left the choice to the host has not heard back (or failed) */
+            runtime: ("gvisor" | "qemu" | "firecracker") | null;
             /** @enum {string} */
             state: "starting" | "running" | "paused" | "stopped" | "error" | "unknown";
             vcpus: number;
@@ -1132,6 +1134,8 @@ export interface components {
         CreatedSandboxInput: {
             id: string;
             template: string;
+            /** @description The runtime it runs on, as its host said; null while a create that left the choice to the host has not heard back (or failed) */
+            runtime: ("gvisor" | "qemu" | "firecracker") | null;
             /** @enum {string} */
             state: "starting" | "running" | "paused" | "stopped" | "error" | "unknown";
             vcpus: number;
@@ -1354,6 +1358,8 @@ export interface components {
             platform: boolean;
             /** @description The host holding it (team templates live where they were made); null: every host */
             hostId: string | null;
+            /** @description The runtimes that boot it (a sandbox's runtime must be one of them): every one, for a filesystem template */
+            runtimes: ("gvisor" | "qemu" | "firecracker")[];
             sizeBytes: number;
             metadata: {
                 [key: string]: unknown;
@@ -1514,6 +1520,8 @@ export interface components {
         Sandbox: {
             id: string;
             template: string;
+            /** @description The runtime it runs on, as its host said; null while a create that left the choice to the host has not heard back (or failed) */
+            runtime: ("gvisor" | "qemu" | "firecracker") | null;
             /** @enum {string} */
             state: "starting" | "running" | "paused" | "stopped" | "error" | "unknown";
             vcpus: number;
@@ -1537,6 +1545,8 @@ export interface components {
         CreatedSandbox: {
             id: string;
             template: string;
+            /** @description The runtime it runs on, as its host said; null while a create that left the choice to the host has not heard back (or failed) */
+            runtime: ("gvisor" | "qemu" | "firecracker") | null;
             /** @enum {string} */
             state: "starting" | "running" | "paused" | "stopped" | "error" | "unknown";
             vcpus: number;
@@ -1759,6 +1769,8 @@ export interface components {
             platform: boolean;
             /** @description The host holding it (team templates live where they were made); null: every host */
             hostId: string | null;
+            /** @description The runtimes that boot it (a sandbox's runtime must be one of them): every one, for a filesystem template */
+            runtimes: ("gvisor" | "qemu" | "firecracker")[];
             sizeBytes: number;
             metadata: {
                 [key: string]: unknown;
@@ -3254,6 +3266,11 @@ export interface operations {
                     diskSizeMb?: number;
                     /** @description Seconds of inactivity before the host pauses it; 0: never; default 300 */
                     timeoutSec?: number;
+                    /**
+                     * @description The runtime to boot on (gVisor, or a QEMU or Firecracker microVM): only hosts offering it are chosen (409 when none does); default: the chosen host's default runtime
+                     * @enum {string}
+                     */
+                    runtime?: "gvisor" | "qemu" | "firecracker";
                     /**
                      * @description When the timeout runs out: pause it (default; resume brings it back) or kill it (it ends stopped)
                      * @enum {string}

@@ -6,6 +6,8 @@ type Schemas = components["schemas"];
 /** A sandbox as the API describes it (`GET /v1/sandboxes/{id}`). */
 export type SandboxInfo = Schemas["Sandbox"];
 export type SandboxState = SandboxInfo["state"];
+/** A runtime a sandbox boots on: gvisor, or a qemu or firecracker microVM (hosts say which they offer). */
+export type SandboxRuntime = NonNullable<SandboxInfo["runtime"]>;
 export type FileEntry = Schemas["FileEntry"];
 export type WrittenFile = Schemas["WrittenFile"];
 export type SandboxLogs = Schemas["SandboxLogs"];

@@ -11,8 +11,10 @@ import { Files } from "./files.js";
 import { Pty } from "./pty.js";
 
 /**
- * The create request's fields as the API defines them (template, timeoutSec, metadata, vcpus,
- * memoryMb, diskSizeMb, egress lists, …: see the generated schema), with `envs` for `envVars`.
+ * The create request's fields as the API defines them (template, runtime, timeoutSec, metadata,
+ * vcpus, memoryMb, diskSizeMb, egress lists, …: see the generated schema), with `envs` for `envVars`.
+ * `runtime` ("gvisor", "qemu", "firecracker") places the sandbox on a host offering it
+ * (ConflictError when none does); without it the host boots its default.
  */
 export type CreateSandboxOptions = Omit<CreateSandboxBody, "envVars"> &
   CallOptions & {
