@@ -94,6 +94,17 @@ describe("wrenn against a real control plane", { skip: skipAgent }, () => {
     const usage = await wrenn(["sandbox", "create", "--bogus"], env);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /Unknown option '--bogus'[\s\S]*usage: wrenn sandbox create/);
+    const runtime = await wrenn(["sandbox", "create", "--runtime", "docker"], env);
+    assert.equal(runtime.code, 2);
+    assert.match(runtime.stderr, /unknown runtime "docker" \(one of gvisor, qemu, firecracker\)\nusage: wrenn sandbox create .*--runtime gvisor\|qemu\|firecracker/);
+    // A runtime the host does not offer reaches the API, which refuses it (no sandbox boots).
+    const [host] = await stack.repos.hosts.list();
+    const missing = ["gvisor", "qemu", "firecracker"].find((name) => !host!.runtimes.includes(name));
+    if (missing) {
+      const refused = await wrenn(["sandbox", "create", "--template", TEST_TEMPLATE, "--runtime", missing], env);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`^wrenn: no available host offers runtime ${missing} \\(the available hosts offer: `));
+    }
   });
 
   test("a sandbox through create → list → info → exec → cp → logs → pause → resume → timeout → kill", async () => {
@@ -111,6 +122,7 @@ describe("wrenn against a real control plane", { skip: skipAgent }, () => {
     assert.equal(info.code, 0, info.stderr);
     assert.match(info.stdout, new RegExp(`^id:\\s+${id}$`, "m"));
     assert.match(info.stdout, /^state:\s+running$/m);
+    assert.match(info.stdout, /^runtime:\s+gvisor$/m, "the host's default, as the host said");
     assert.match(info.stdout, /^timeout:\s+never$/m);
 
     // Streamed: the first line arrives a second before the command ends.

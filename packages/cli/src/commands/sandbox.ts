@@ -1,11 +1,12 @@
 // wrenn sandbox create|list|info|kill|pause|resume|timeout, and wrenn snapshot.
-import { Sandbox, type SandboxInfo, type SandboxState } from "@wrenn/sdk";
+import { Sandbox, type SandboxInfo, type SandboxRuntime, type SandboxState } from "@wrenn/sdk";
 import { integer, pairs, parse, usageError } from "../command-line/args.js";
 import { resolveConnection } from "../config/config-file.js";
 import { sandboxHandle } from "../connection/sandbox-handle.js";
 import { formatAge, formatFields, formatPairs, formatTable, printJson } from "../output/table.js";
 
 const STATES: SandboxState[] = ["starting", "running", "paused", "stopped", "error", "unknown"];
+const RUNTIMES: SandboxRuntime[] = ["gvisor", "qemu", "firecracker"];
 
 function printSandbox(info: SandboxInfo, json: boolean | undefined): void {
   if (json) return printJson(info);
@@ -13,6 +14,7 @@ function printSandbox(info: SandboxInfo, json: boolean | undefined): void {
     formatFields([
       ["id", info.id],
       ["template", info.template],
+      ["runtime", info.runtime ?? "-"],
       ["state", info.state],
       ["vcpus", String(info.vcpus)],
       ["memory", `${info.memoryMb} MiB`],
@@ -28,13 +30,14 @@ function printSandbox(info: SandboxInfo, json: boolean | undefined): void {
 }
 
 const CREATE_USAGE =
-  "wrenn sandbox create [--template NAME] [--timeout SEC] [--vcpus N] [--memory MB] [--disk MB] [--metadata k=v]... [--env k=v]... [--quiet | --json]";
+  "wrenn sandbox create [--template NAME] [--runtime gvisor|qemu|firecracker] [--timeout SEC] [--vcpus N] [--memory MB] [--disk MB] [--metadata k=v]... [--env k=v]... [--quiet | --json]";
 
 async function create(argv: string[]): Promise<void> {
   const { values } = parse(
     argv,
     {
       template: { type: "string", short: "t" },
+      runtime: { type: "string", short: "r" },
       timeout: { type: "string" },
       vcpus: { type: "string" },
       memory: { type: "string" },
@@ -47,9 +50,12 @@ async function create(argv: string[]): Promise<void> {
     CREATE_USAGE,
     { max: 0 },
   );
+  const runtime = values.runtime as SandboxRuntime | undefined;
+  if (runtime !== undefined && !RUNTIMES.includes(runtime)) throw usageError(`unknown runtime "${runtime}" (one of ${RUNTIMES.join(", ")})`, CREATE_USAGE);
   const sandbox = await Sandbox.create(
     {
       template: values.template,
+      runtime,
       timeoutSec: integer(values.timeout, "timeout", CREATE_USAGE),
       vcpus: integer(values.vcpus, "vcpus", CREATE_USAGE),
       memoryMb: integer(values.memory, "memory", CREATE_USAGE),
