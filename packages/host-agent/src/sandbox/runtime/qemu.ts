@@ -9,9 +9,8 @@
 // restore into any namespace. qemu runs inside the netns (it opens the TAP there), in a host
 // cgroup that bounds its memory and CPU. See docs/host-agent-qemu.md.
 import { spawn } from "node:child_process";
-import { closeSync, constants, existsSync, openSync } from "node:fs";
-import { access, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { release } from "node:os";
+import { closeSync, existsSync, openSync } from "node:fs";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
@@ -20,6 +19,7 @@ import type { Cleanup } from "../cleanup.js";
 import { readCgroupLimitHits } from "../metrics/cgroup.js";
 import { cgroupDirs, killCgroup, placeInCgroup, type CgroupLimits } from "./cgroup-tree.js";
 import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from "./driver.js";
+import { kvmRunsGuests } from "./kvm-probe.js";
 import { GUEST_ADDRESS, GUEST_DEVICE_ARGS, GUEST_GATEWAY, GUEST_MAC, GUEST_PREFIX, guestArtifacts, kernelCommandLine, type GuestArtifacts } from "./qemu-guest.js";
 import { qmp } from "./qmp.js";
 
@@ -39,7 +39,6 @@ const VMM_OVERHEAD_MB = { kvm: 160, tcg: 352 } as const;
 const TCG_CACHE_MB = 128;
 /** Where the KVM probe's verdict is kept until the host reboots (it cannot change before). */
 const KVM_PROBE_CACHE = "/run/wrenn/qemu-kvm-probe.json";
-const KVM_PROBE_TIMEOUT_MS = 5_000;
 
 export type Accelerator = "kvm" | "tcg";
 
@@ -106,25 +105,18 @@ export class QemuRuntime implements RuntimeDriver {
 
   /** Boots the guest kernel alone under KVM: with no root disk it panics and, with -no-reboot, qemu exits. */
   private async probeKvm(version: string, guest: GuestArtifacts): Promise<Accelerator> {
-    if (!(await access("/dev/kvm", constants.R_OK | constants.W_OK).then(() => true, () => false))) return "tcg";
-    const key = `${version}|${guest.kernelVersion}|${release()}`;
-    const cached = await readFile(KVM_PROBE_CACHE, "utf8").then((text) => JSON.parse(text) as { key: string; accelerator: Accelerator }, () => undefined);
-    if (cached?.key === key) return cached.accelerator;
-    let accelerator: Accelerator = "tcg";
-    try {
-      const out = await runCommand(
-        this.qemu,
-        ["-M", "microvm", "-accel", "kvm", "-m", "64", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", guest.kernel, "-append", "console=ttyS0 panic=-1 reboot=k"],
-        { timeoutMs: KVM_PROBE_TIMEOUT_MS },
-      ).catch((err: Error) => err.message);
-      if (/Kernel panic|VFS: Unable to mount root/.test(out)) accelerator = "kvm";
-    } catch {
-      // timed out: KVM guests hang here
-    }
-    await mkdir(path.dirname(KVM_PROBE_CACHE), { recursive: true });
-    await writeFile(KVM_PROBE_CACHE, JSON.stringify({ key, accelerator }));
-    logger.info({ accelerator }, "KVM probe for the qemu driver");
-    return accelerator;
+    const runs = await kvmRunsGuests({
+      driver: "qemu",
+      cacheFile: KVM_PROBE_CACHE,
+      key: `${version}|${guest.kernelVersion}`,
+      bootKernel: (timeoutMs) =>
+        runCommand(
+          this.qemu,
+          ["-M", "microvm", "-accel", "kvm", "-m", "64", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", guest.kernel, "-append", "console=ttyS0 panic=-1 reboot=k"],
+          { timeoutMs },
+        ).catch((err: Error) => err.message),
+    });
+    return runs ? "kvm" : "tcg";
   }
 
   /**
