@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds build/vm/: everything a Wrenn VM (qemu microvm) boots to envd with.
+# Builds build/vm/: everything a Wrenn VM (qemu microvm, Firecracker) boots to envd with.
 #   vmlinuz         Debian's cloud kernel (the package linux-image-cloud-amd64 points at)
+#   vmlinux         the same kernel uncompressed (an ELF): Firecracker on x86_64 loads no bzImage
 #   initrd.img      busybox, the virtio modules, resize2fs and scripts/vm-guest/init (gzip'd newc cpio)
 #   opt-wrenn.ext4  build/opt-wrenn as a read-only ext4 image: the VM's /opt/wrenn (/dev/vdb)
-#   guest.json      kernelVersion, inputsHash (of everything above's inputs), envdHash
+#   guest.json      kernelVersion, vmlinux, inputsHash (of everything above's inputs), envdHash
 # The kernel is never installed on the host: its .deb is downloaded into build/vm/cache and
 # unpacked. Outputs are replaced by rename, so a running VM keeps the files it opened; a build
 # whose inputs hash to what guest.json says changes nothing.
@@ -60,7 +61,7 @@ inputs_hash=$( {
   echo "modules ${wanted_modules[*]}"
   echo "envd $envd_hash"
 } | sed 's|  .*/|  |' | sha256sum | cut -d' ' -f1)
-if [[ -f $out/guest.json && -f $out/vmlinuz && -f $out/initrd.img && -f $out/opt-wrenn.ext4 ]] &&
+if [[ -f $out/guest.json && -f $out/vmlinuz && -f $out/vmlinux && -f $out/initrd.img && -f $out/opt-wrenn.ext4 ]] &&
   grep -q "\"inputsHash\": \"$inputs_hash\"" "$out/guest.json"; then
   touch "$out/guest.json" # for make: up to date
   echo "build-vm-guest: $out is up to date ($inputs_hash)"
@@ -71,6 +72,42 @@ work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # --- the kernel and its modules -------------------------------------------------------------
+# The uncompressed kernel inside a bzImage, as the kernel's scripts/extract-vmlinux finds it, but
+# located by the boot protocol's header (Documentation/x86/boot.rst) rather than by scanning for
+# a compressor's magic: the payload starts payload_offset (0x248) bytes into the protected-mode
+# code, which follows the (setup_sects (0x1f1) + 1) * 512 bytes of real-mode setup, and is
+# payload_length (0x24c) bytes long. Its last 4 bytes are the uncompressed size (for gzip, the
+# stream's own ISIZE; every other compressor's payload has them appended: stripped before it).
+extract_vmlinux() {
+  local bzimage=$1 dest=$2 setup_sects payload_offset payload_length start magic size expected
+  local -a decompress
+  u32() { od -A n -t u4 -j "$1" -N 4 "$bzimage" | tr -d ' '; }
+  [[ $(od -A n -c -j $((0x202)) -N 4 "$bzimage" | tr -d ' ') == HdrS ]] || die "$bzimage is not a bzImage (no HdrS)"
+  setup_sects=$(od -A n -t u1 -j $((0x1f1)) -N 1 "$bzimage" | tr -d ' ')
+  ((setup_sects)) || setup_sects=4 # the boot protocol's rule for 0
+  payload_offset=$(u32 $((0x248)))
+  payload_length=$(u32 $((0x24c)))
+  start=$(((setup_sects + 1) * 512 + payload_offset))
+  magic=$(od -A n -t x1 -j "$start" -N 4 "$bzimage" | tr -d ' \n')
+  expected=$(u32 $((start + payload_length - 4)))
+  case $magic in
+    1f8b*) decompress=(gzip -dc) ;;
+    fd377a58) decompress=(xz -dc) ;;
+    28b52ffd) decompress=(zstd -qdc) ;;
+    02214c18) decompress=(lz4 -dc) ;;
+    5d00*) decompress=(xz --format=lzma -dc) ;;
+    425a68*) decompress=(bzip2 -dc) ;;
+    894c5a4f) decompress=(lzop -dc) ;;
+    *) die "$bzimage: unknown kernel compression (payload magic $magic)" ;;
+  esac
+  command -v "${decompress[0]}" >/dev/null || die "${decompress[0]} is missing to decompress the kernel; run 'make system-deps'"
+  [[ ${decompress[0]} == gzip ]] || payload_length=$((payload_length - 4))
+  dd if="$bzimage" bs=1M iflag=skip_bytes,count_bytes skip="$start" count="$payload_length" status=none | "${decompress[@]}" >"$dest" || die "decompressing the kernel in $bzimage with ${decompress[*]} failed"
+  size=$(stat -c %s "$dest")
+  [[ $(head -c 4 "$dest" | od -A n -t x1 | tr -d ' \n') == 7f454c46 && $size == "$expected" ]] ||
+    die "the kernel extracted from $bzimage is not an ELF of $expected bytes (got $size bytes)"
+}
+
 dpkg-deb -x "$kernel_deb" "$work/kernel"
 vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-*)
 kernel_version=${vmlinuz##*/vmlinuz-}
@@ -147,9 +184,11 @@ mke2fs -q -F -t ext4 -b 4096 -O ^has_journal -L wrenn-envd -m 0 -E root_owner=0:
 tune2fs -O read-only "$work/opt-wrenn.ext4" >/dev/null
 
 cp "$vmlinuz" "$work/vmlinuz"
+extract_vmlinux "$vmlinuz" "$work/vmlinux"
 cat >"$work/guest.json" <<EOF
 {
   "kernelVersion": "$kernel_version",
+  "vmlinux": "vmlinux",
   "kernelPackage": "$(basename "$kernel_deb" .deb)",
   "modules": [$(printf '"%s",' "${load_order[@]%.ko}" | sed 's/,$//')],
   "inputsHash": "$inputs_hash",
@@ -157,7 +196,7 @@ cat >"$work/guest.json" <<EOF
 }
 EOF
 # guest.json last: its presence means the other three are complete.
-for file in vmlinuz initrd.img opt-wrenn.ext4 guest.json; do mv -f "$work/$file" "$out/$file"; done
+for file in vmlinuz vmlinux initrd.img opt-wrenn.ext4 guest.json; do mv -f "$work/$file" "$out/$file"; done
 
 echo "build-vm-guest: $out (kernel $kernel_version; modules ${load_order[*]%.ko})"
-du -sh "$out"/vmlinuz "$out"/initrd.img "$out"/opt-wrenn.ext4 | sed 's/^/  /'
+du -sh "$out"/vmlinuz "$out"/vmlinux "$out"/initrd.img "$out"/opt-wrenn.ext4 | sed 's/^/  /'

@@ -21,6 +21,11 @@ export const GUEST_DEVICE_ARGS: readonly string[] = Object.freeze(["-device", "v
 export interface GuestArtifacts {
   /** build/vm/vmlinuz: qemu's -kernel. */
   kernel: string;
+  /**
+   * build/vm/vmlinux: the same kernel uncompressed, an ELF, which is what Firecracker loads on
+   * x86_64 (it takes no bzImage). Absent from a build made before it was added.
+   */
+  vmlinux?: string;
   /** build/vm/initrd.img: qemu's -initrd. */
   initrd: string;
   /** build/vm/opt-wrenn.ext4: the second virtio-blk disk (/dev/vdb), attached read-only. */
@@ -45,7 +50,7 @@ export async function guestArtifacts(vmDir: string): Promise<GuestArtifacts> {
     const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "is missing" : `is unreadable (${(err as Error).message})`;
     throw new Error(`the VM guest ${manifestPath} ${reason}: run 'make vm-guest'`);
   }
-  const { kernelVersion, inputsHash, envdHash } = (manifest ?? {}) as Record<string, unknown>;
+  const { kernelVersion, inputsHash, envdHash, vmlinux } = (manifest ?? {}) as Record<string, unknown>;
   if (typeof kernelVersion !== "string" || typeof inputsHash !== "string" || typeof envdHash !== "string") {
     throw new Error(`${manifestPath} lacks kernelVersion, inputsHash or envdHash: run 'make vm-guest'`);
   }
@@ -54,10 +59,11 @@ export async function guestArtifacts(vmDir: string): Promise<GuestArtifacts> {
     initrd: path.join(vmDir, GUEST_FILES.initrd),
     envdImage: path.join(vmDir, GUEST_FILES.envdImage),
   };
-  for (const file of Object.values(files)) {
+  const uncompressed = typeof vmlinux === "string" ? { vmlinux: path.join(vmDir, path.basename(vmlinux)) } : {};
+  for (const file of [...Object.values(files), ...Object.values(uncompressed)]) {
     if (!(await stat(file).catch(() => undefined))?.isFile()) throw new Error(`the VM guest file ${file} is missing: run 'make vm-guest'`);
   }
-  return { ...files, kernelVersion, inputsHash, envdHash };
+  return { ...files, ...uncompressed, kernelVersion, inputsHash, envdHash };
 }
 
 // The kernel's sethostname() limit (__NEW_UTS_LEN); sandbox ids (A-Z a-z 0-9 _ -) fit.
