@@ -14,6 +14,7 @@ import { removeOrphanNetworks } from "./sandbox/network/orphans.js";
 import { SlotAllocator } from "./sandbox/network/slots.js";
 import type { WarmPoolTarget } from "./sandbox/warm-pool.js";
 import type { RuntimeDriver, RuntimeName, RuntimeProbe } from "./sandbox/runtime/driver.js";
+import { FirecrackerRuntime } from "./sandbox/runtime/firecracker.js";
 import { GvisorRuntime } from "./sandbox/runtime/gvisor.js";
 import { QemuRuntime, type Accelerator } from "./sandbox/runtime/qemu.js";
 import { TemplateStore } from "./sandbox/storage/templates.js";
@@ -84,17 +85,14 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   await raiseHostLimits();
 
+  const vmDir = config.vmDir ?? path.join(path.dirname(config.envdDir), "vm");
+  const firecracker = new FirecrackerRuntime({ stateDir: path.join(config.dataDir, "firecracker"), vmDir, dnsServers: config.dnsServers });
   const gvisor = new GvisorRuntime({ stateDir: path.join(config.dataDir, "runsc"), envdDir: config.envdDir, pidsLimit: config.pidsLimit });
-  // gvisor first: the default runtime; qemu on request (a create's `runtime`).
-  const qemu = new QemuRuntime({
-    stateDir: path.join(config.dataDir, "qemu"),
-    vmDir: config.vmDir ?? path.join(path.dirname(config.envdDir), "vm"),
-    dnsServers: config.dnsServers,
-    accelerator: config.qemuAccelerator,
-  });
-  const candidates: RuntimeDriver[] = [gvisor, qemu];
+  const qemu = new QemuRuntime({ stateDir: path.join(config.dataDir, "qemu"), vmDir, dnsServers: config.dnsServers, accelerator: config.qemuAccelerator });
+  // The first available one is the default: firecracker where KVM runs guests and the binary is
+  // installed, else gvisor; the others on request (a create's `runtime`).
+  const candidates: RuntimeDriver[] = [firecracker, gvisor, qemu];
   const probes: RuntimeProbe[] = await Promise.all(candidates.map((driver) => driver.probe()));
-  probes.push({ name: "firecracker", available: false, detail: "driver not built yet", memorySnapshots: true });
   const drivers = new Map<RuntimeName, RuntimeDriver>();
   for (const driver of candidates) if (probes.find((p) => p.name === driver.name)?.available) drivers.set(driver.name, driver);
   log.info({ probes }, "runtimes probed");
