@@ -109,8 +109,8 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     await agent.client.resumeSandbox({ sandboxId: "vm-a" });
     assert.equal((await sh(agent, "vm-a", `kill -0 ${sleeper} && echo alive`)).stdout.trim(), "alive");
 
-    // A snapshot of a VM sandbox is refused before anything is frozen (not built yet), and the VM runs on.
-    assert.equal(await codeOf(agent.client.createSnapshot({ sandboxId: "vm-b", name: "vm-snap", keepRunning: true })), "FailedPrecondition");
+    // Flattening (a gVisor sandbox's files into a template) is refused for a VM before anything is frozen.
+    assert.equal(await codeOf(agent.client.flattenRootfs({ sandboxId: "vm-b", name: "vm-flat" })), "FailedPrecondition");
     assert.equal((await sh(agent, "vm-b", "echo still here")).stdout, "still here\n");
 
     // The console of each VM (kernel, init, envd) is kept as its log.
@@ -158,6 +158,72 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     await agent.client.pauseSandbox({ sandboxId: "vm-h", hibernate: true });
     await agent.client.destroySandbox({ sandboxId: "vm-h" });
     assert.deepEqual(await leftovers(agent, "vm-h"), []);
+  });
+
+  test("a memory snapshot becomes a template: two sandboxes from it at once restore its processes", async (t) => {
+    t.after(async () => {
+      for (const sandboxId of ["vm-src", "vm-c1", "vm-c2"]) await agent.client.destroySandbox({ sandboxId }).catch(() => undefined);
+      await agent.client.deleteSnapshot({ name: "vm-mem" }).catch(() => undefined);
+    });
+    let started = performance.now();
+    await agent.client.createSandbox({ sandboxId: "vm-src", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256, envdAccessToken: "source-token" });
+    await sh(agent, "vm-src", "true");
+    const coldMs = performance.now() - started;
+    const pid = (await sh(agent, "vm-src", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) >/dev/null 2>&1 & echo $!")).stdout.trim();
+    await sh(agent, "vm-src", "echo from-the-source > /root/mark.txt");
+
+    const snapshot = await agent.client.createSnapshot({ sandboxId: "vm-src", name: "vm-mem", keepRunning: true });
+    assert.equal(snapshot.includesMemory, true);
+    assert.equal((await sh(agent, "vm-src", `kill -0 ${pid} && echo alive`)).stdout.trim(), "alive", "the source runs on");
+    const templateDir = path.join(agent.dataDir, "templates", "vm-mem");
+    assert.ok(existsSync(path.join(templateDir, "vm-state", "memory.state")) && existsSync(path.join(templateDir, "rootfs.ext4")));
+    assert.equal(await readFile(path.join(templateDir, "rootfs", "root", "mark.txt"), "utf8"), "from-the-source\n", "its files too (gVisor boots them)");
+
+    started = performance.now();
+    const clones = await Promise.all(
+      ["vm-c1", "vm-c2"].map(async (sandboxId) => {
+        await agent.client.createSandbox({ sandboxId, template: "vm-mem", runtime: "qemu", envdAccessToken: `${sandboxId}-token` });
+        return sh(agent, sandboxId, `kill -0 ${pid} && echo alive; cat /root/mark.txt; date +%s`);
+      }),
+    );
+    const restoreMs = performance.now() - started; // both at once; the speed is bench-qemu's figure
+    t.diagnostic(`cold boot → first command ${Math.round(coldMs)} ms; two restores at once → first command ${Math.round(restoreMs)} ms`);
+    for (const clone of clones) {
+      const [alive, mark, now] = clone.stdout.trim().split("\n");
+      assert.equal(alive, "alive", "the snapshot's process runs on in each copy, same PID");
+      assert.equal(mark, "from-the-source");
+      assert.ok(Math.abs(Number(now) - Date.now() / 1000) < 3, "the copy's clock is the host's");
+    }
+    // Each copy is its own: a write in one is not in the other, nor in the template.
+    await sh(agent, "vm-c1", "echo only-c1 > /root/mark.txt");
+    assert.equal((await sh(agent, "vm-c2", "cat /root/mark.txt")).stdout, "from-the-source\n");
+    // The copy answers to its own token, not the source's.
+    const c1 = (await agent.client.listSandboxes({})).sandboxes.find((s) => s.sandboxId === "vm-c1")!;
+    // Known, not yet understood: the first connection from a new peer to a fresh copy is sometimes
+    // reset (seen 2 times in 4 runs; the agent's client retries such a connection). Retried once
+    // here, and counted, so the token check itself stays exact.
+    let resets = 0;
+    const statusWith = async (token: string): Promise<number | string> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return (await fetch(`http://${c1.hostIp}:49983/envs`, { headers: { "x-access-token": token } })).status;
+        } catch (err) {
+          const cause = (err as Error & { cause?: NodeJS.ErrnoException }).cause;
+          if (attempt > 0 || cause?.code !== "ECONNRESET") return `${(err as Error).message}: ${cause?.message}`;
+          resets++;
+        }
+      }
+    };
+    assert.equal(await statusWith("source-token"), 401);
+    assert.equal(await statusWith("vm-c1-token"), 200);
+    t.diagnostic(`connections reset on first contact: ${resets}`);
+
+    // The template can not go while copies use it; then everything goes.
+    assert.notEqual(await codeOf(agent.client.deleteSnapshot({ name: "vm-mem" })), "OK");
+    for (const sandboxId of ["vm-src", "vm-c1", "vm-c2"]) await agent.client.destroySandbox({ sandboxId });
+    await agent.client.deleteSnapshot({ name: "vm-mem" });
+    for (const sandboxId of ["vm-src", "vm-c1", "vm-c2"]) assert.deepEqual(await leftovers(agent, sandboxId), []);
+    assert.ok(!existsSync(templateDir));
   });
 
   test("a VM that dies while booting fails its create with the reason and leaves nothing", async () => {

@@ -22,7 +22,9 @@ import { readRecord, writeRecord, type SandboxRecord, type SandboxStatus, type T
 import { ENVD_PORT, type BootRequest, type RuntimeDriver, type RuntimeName } from "./runtime/driver.js";
 import { createDisk, destroyDisk, diskOf, diskUsageBytes, vmDiskOf, writableLayerMb, type SandboxDisk } from "./storage/disk.js";
 import { mountRootfs, removeUnlessMounted, unmountRootfs } from "./storage/rootfs.js";
-import type { TemplateStore } from "./storage/templates.js";
+import { VM_STATE_DIR, type TemplateInfo, type TemplateStore, type VmTemplateState } from "./storage/templates.js";
+import { BLOCK_IMAGE_NAME } from "./storage/block-image.js";
+import { runCommand } from "../exec/command.js";
 import { WarmPool, type WarmPoolTarget } from "./warm-pool.js";
 
 const log = logger.child({ component: "sandboxes" });
@@ -376,11 +378,18 @@ export class SandboxManager {
       const rootfsDir = path.join(dir, "rootfs");
       let disk: SandboxDisk;
       let rootfs: BootRequest["rootfs"];
+      let restore: VmTemplateState | undefined;
       if (driver.rootfsKind === "block") {
         // A VM: its disk is an overlay of the template's image that the driver makes; the guest's
-        // init writes its hostname and resolv.conf. Nothing is mounted on the host.
+        // init writes its hostname and resolv.conf. Nothing is mounted on the host. A template with
+        // a memory snapshot this driver can restore starts from it: same memory, vCPUs and disk size.
         const image = await templates.blockImage(record.template);
-        disk = vmDiskOf(dir, Math.max(record.diskSizeMb, Math.ceil((await stat(image)).size / 2 ** 20)));
+        const saved = templates.vmState(record.template);
+        if (saved && driver.stateIdentity && saved.identity === (await driver.stateIdentity())) {
+          restore = saved;
+          Object.assign(record, { memoryMb: saved.memoryMb, vcpus: saved.vcpus, diskSizeMb: saved.diskSizeMb });
+        } else if (saved) log.warn({ template: record.template }, "the template's memory snapshot was taken with another guest or accelerator; booting instead");
+        disk = vmDiskOf(dir, restore ? saved!.diskSizeMb : Math.max(record.diskSizeMb, Math.ceil((await stat(image)).size / 2 ** 20)));
         rootfs = { kind: "block", path: image, disk: { path: disk.imagePath, sizeMb: disk.sizeMb } };
         record.defaultUser = (await hasUserInLayers(templates.layers(record.template), "user")) ? "user" : "root";
         phase("disk");
@@ -408,17 +417,22 @@ export class SandboxManager {
           vcpus: record.vcpus,
           memoryMb: record.memoryMb,
           envdBootToken: bootToken,
+          restoreFrom: restore?.stateFile,
         },
         cleanup,
       );
       phase("runtimeBoot");
-      const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, accessToken: bootToken, defaultUser: record.defaultUser });
+      // A restored envd answers to the token of the sandbox it was saved from, until /init.
+      const firstToken = restore ? restore.envdAccessToken || undefined : bootToken;
+      const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, accessToken: firstToken, defaultUser: record.defaultUser });
       cleanup.defer("close envd client", () => envd.close());
       await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
       phase("envdReady");
       // The sandbox's own token replaces the boot token ("" leaves envd open, as the creator asked);
-      // a warm sandbox keeps its boot token until it is claimed.
-      if (record.envdAccessToken !== bootToken || Object.keys(plan.envVars).length > 0) {
+      // a warm sandbox keeps its boot token until it is claimed. A restored one also gets the time.
+      if (restore) {
+        await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser, timestamp: new Date().toISOString() });
+      } else if (record.envdAccessToken !== bootToken || Object.keys(plan.envVars).length > 0) {
         await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser });
       }
       await writeRecord(dir, record);
@@ -535,9 +549,9 @@ export class SandboxManager {
   async whileFrozen<T>(sandboxId: string, keepRunning: boolean, copy: (sandbox: Sandbox) => Promise<T>): Promise<T> {
     return this.withLock(sandboxId, async () => {
       const sandbox = this.get(sandboxId);
-      // Checked before anything is frozen: the sandbox keeps running, untouched.
+      // Checked before anything is frozen: the sandbox keeps running, untouched. (A VM's snapshot is snapshotVm.)
       if (sandbox.driver.rootfsKind === "block") {
-        throw new SandboxStateError(`sandbox ${sandboxId} runs on ${sandbox.driver.name}: snapshots of VM sandboxes are not supported yet (its files stay on its disk; gvisor sandboxes can be snapshotted)`);
+        throw new SandboxStateError(`sandbox ${sandboxId} runs on ${sandbox.driver.name}: its files are on a VM disk; flattening is for gVisor sandboxes (snapshot it instead)`);
       }
       const wasPaused = sandbox.record.status === "paused";
       if (!wasPaused) await this.flushWrites(sandbox);
@@ -550,6 +564,52 @@ export class SandboxManager {
           await sandbox.driver.resume(sandbox.record.runtimeId);
           await this.setStatus(sandbox, "running");
         }
+      }
+    });
+  }
+
+  /**
+   * A template with memory from a running (or paused) VM sandbox: its state saved while it is
+   * stopped, its disk flattened into the template's image (and its files into the template's
+   * rootfs, so gVisor can boot it too); then the sandbox runs on, or is destroyed.
+   */
+  async snapshotVm(sandboxId: string, name: string, keepRunning: boolean, teamId: string): Promise<TemplateInfo> {
+    return this.withLock(sandboxId, async () => {
+      const sandbox = this.get(sandboxId);
+      const { driver, record } = sandbox;
+      if (!driver.saveState || !driver.stateIdentity) throw new SandboxStateError(`${driver.name} sandboxes cannot be snapshotted with memory`);
+      if (record.status === "hibernated") throw new SandboxStateError(`sandbox ${sandboxId} is hibernated; resume it first`);
+      const identity = await driver.stateIdentity();
+      // What the guest wrote reaches its disk (the template's files are read from it), then no copy
+      // of this VM may wake up holding a connection to this host's client.
+      if (record.status === "running") await this.flushWrites(sandbox);
+      sandbox.envd.dropIdleConnections();
+      const wasPaused = record.status === "paused";
+      let saved = false;
+      try {
+        return await this.options.templates.createFrom(name, { teamId, kind: "image", metadata: { sourceSandbox: record.id, runtime: driver.name, memory: "true" } }, async (rootfsDir) => {
+          const templateDir = path.dirname(rootfsDir);
+          const stateDir = path.join(templateDir, VM_STATE_DIR);
+          await mkdir(stateDir, { mode: 0o700 });
+          await driver.saveState!(record.runtimeId, path.join(stateDir, "memory.state"), { runOnFailure: !wasPaused });
+          saved = true;
+          const image = path.join(templateDir, BLOCK_IMAGE_NAME);
+          // -U: qemu holds the image's lock; the VM is stopped and its disk flushed.
+          await runCommand("qemu-img", ["convert", "-U", "-O", "raw", sandbox.disk.imagePath, image], { timeoutMs: 10 * 60_000 });
+          await extractFiles(image, rootfsDir);
+          const state: Omit<VmTemplateState, "stateFile"> = {
+            identity,
+            memoryMb: record.memoryMb,
+            vcpus: record.vcpus,
+            diskSizeMb: sandbox.disk.sizeMb,
+            envdAccessToken: record.envdAccessToken,
+            sourceSandbox: record.id,
+          };
+          await writeFile(path.join(stateDir, "vm.json"), JSON.stringify(state, null, 2), { mode: 0o600 });
+        });
+      } finally {
+        if (!keepRunning) await this.teardown(sandbox);
+        else if (saved && !wasPaused) await driver.resume(record.runtimeId);
       }
     });
   }
@@ -723,6 +783,26 @@ function checkTimeout(timeoutSec: number): number {
 export function newSandboxId(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   return [...randomBytes(20)].map((byte) => alphabet[byte % alphabet.length]).join("");
+}
+
+/**
+ * Copies the files of a VM's disk image into `rootfsDir`, without mounting it: from a scratch copy
+ * whose journal e2fsck replays first (the image itself must stay exactly as the saved memory knows
+ * it), read with debugfs.
+ */
+async function extractFiles(image: string, rootfsDir: string): Promise<void> {
+  const scratch = `${image}.extract`;
+  try {
+    await runCommand("cp", ["--sparse=always", image, scratch], { timeoutMs: 10 * 60_000 });
+    // e2fsck exits 1 when it fixed something (the journal replayed): that is success here.
+    await runCommand("e2fsck", ["-fy", scratch], { timeoutMs: 10 * 60_000 }).catch((err: unknown) => {
+      if (!/exited with 1\b/.test((err as Error).message)) throw err;
+    });
+    await runCommand("debugfs", ["-R", `rdump / ${rootfsDir}`, scratch], { timeoutMs: 10 * 60_000 });
+    await rm(path.join(rootfsDir, "lost+found"), { recursive: true, force: true });
+  } finally {
+    await rm(scratch, { force: true });
+  }
 }
 
 /** hasUser for a template not mounted anywhere: the top-most layer that has an /etc/passwd decides. */

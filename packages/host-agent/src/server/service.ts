@@ -33,6 +33,9 @@ const DEFAULT_EXEC_TIMEOUT_SEC = 30;
 const FILESYSTEM_SNAPSHOT_NOTE =
   "filesystem only: this runtime (gVisor, hostinet) cannot checkpoint memory; sandboxes created from this snapshot boot afresh from its files";
 
+const VM_SNAPSHOT_NOTE =
+  "memory and disk: qemu sandboxes created from this snapshot restore its memory (its processes run on) instead of booting; gVisor ones boot from its files";
+
 export interface ServiceContext {
   manager: SandboxManager;
   templates: TemplateStore;
@@ -166,6 +169,12 @@ export function hostAgentService(context: ServiceContext): ServiceImpl<typeof Ho
     createSnapshot: unary(async (req) => {
       const name = requireText(req.name, "name");
       validateTemplateName(name);
+      const source = manager.get(req.sandboxId);
+      if (source.driver.rootfsKind === "block") {
+        // A VM: its memory too, so sandboxes made from the template start where it stood.
+        const info = await manager.snapshotVm(req.sandboxId, name, req.keepRunning, req.teamId || PLATFORM_TEAM_ID);
+        return { name: info.name, sizeBytes: BigInt(info.sizeBytes), includesMemory: true, note: VM_SNAPSHOT_NOTE };
+      }
       const info = await manager.whileFrozen(req.sandboxId, req.keepRunning, (sandbox) =>
         snapshotLayer(templates, {
           name,

@@ -45,6 +45,12 @@ export interface BootRequest {
    * sets it; a driver test may leave envd open.
    */
   envdBootToken?: string;
+  /**
+   * A VM driver's saved state (a template's memory snapshot) to start from instead of booting:
+   * the processes it held run on. The disk must be a copy-on-write copy of the disk it was taken
+   * with, of the same size, and memory and vCPUs the same as then.
+   */
+  restoreFrom?: string;
 }
 
 /** The environment variable that gives envd its first access token (packages/envd/src/main.ts reads and removes it). */
@@ -79,6 +85,13 @@ export interface RuntimeDriver {
    */
   hibernate?(sandboxId: string): Promise<void>;
   restore?(sandboxId: string): Promise<void>;
+  /**
+   * Saves the VM's memory and devices to `stateFile`, leaving it stopped (`resume` runs it on); if
+   * saving fails, it runs on when `runOnFailure` (it was running), else stays stopped.
+   */
+  saveState?(sandboxId: string, stateFile: string, options: { runOnFailure: boolean }): Promise<void>;
+  /** What a saved state depends on (accelerator, guest kernel and envd image): a state saved under another cannot be restored. */
+  stateIdentity?(): Promise<string>;
   /** What the runtime has running or frozen now (also what survived an agent restart). */
   list(): Promise<RuntimeSandbox[]>;
   /** The host cgroup (relative to the controller roots) that bounds the sandbox, for metrics. */

@@ -27,8 +27,9 @@ const QEMU = "qemu-system-x86_64";
 const CONTROL_TIMEOUT_MS = 10_000;
 /** Until QMP answers after qemu is started: it has parsed its arguments and opened every file. */
 const START_TIMEOUT_MS = 15_000;
-/** The TAP device inside the sandbox's namespace. */
+/** The TAP device inside the sandbox's namespace, and its MAC (the guest's gateway). */
 export const TAP_DEVICE = "tap0";
+export const GATEWAY_MAC = "02:77:72:6e:00:02";
 /**
  * Host memory a VM needs besides its guest's RAM: qemu itself, and under TCG its translation cache
  * (bounded by TCG_CACHE_MB; QEMU's default lets it grow to 1 GiB). Measured: a 256 MiB TCG guest's
@@ -157,8 +158,10 @@ export class QemuRuntime implements RuntimeDriver {
     // Registered before the start: a start that fails halfway may leave a process or cgroup.
     cleanup.defer(`stop qemu sandbox ${request.sandboxId}`, () => this.stop(request.sandboxId));
     const limits = { vcpus: request.vcpus, memoryBytes: (request.memoryMb + VMM_OVERHEAD_MB[accelerator]) * 2 ** 20, pidsLimit: 1024 };
-    await this.start(request.sandboxId, { argv: args, limits, sandboxDir: request.sandboxDir });
-    log.info({ ms: Math.round(performance.now() - started), accelerator }, "qemu sandbox started");
+    const vm = { argv: args, limits, sandboxDir: request.sandboxDir };
+    if (request.restoreFrom) await this.startIncoming(request.sandboxId, vm, request.restoreFrom);
+    else await this.start(request.sandboxId, vm);
+    log.info({ ms: Math.round(performance.now() - started), accelerator, restored: !!request.restoreFrom }, "qemu sandbox started");
   }
 
   /**
@@ -190,28 +193,34 @@ export class QemuRuntime implements RuntimeDriver {
   }
 
   /**
-   * Stops the vCPUs, migrates the VM's state (memory and devices) into a file beside its disk,
-   * then ends the process and its cgroup. The disk stays as it is: the state refers to it.
+   * Stops the vCPUs and migrates the VM's state (memory and devices) into `stateFile`; the VM stays
+   * stopped (`resume` runs it on, `stop` ends it). Its disk is consistent meanwhile: stopping a VM
+   * drains and flushes its block devices. On failure nothing is left at `stateFile`.
    */
-  async hibernate(sandboxId: string): Promise<void> {
-    const record = await this.readRecord(sandboxId);
-    if (!record || record.hibernated) throw new Error(`no running VM ${sandboxId} to hibernate`);
+  async saveState(sandboxId: string, stateFile: string, options: { runOnFailure: boolean }): Promise<void> {
     const socket = this.qmpSocket(sandboxId);
-    const memoryFile = memoryFileOf(record.sandboxDir);
-    const started = performance.now();
     await qmp(socket, "stop");
-    await rm(memoryFile, { force: true });
+    await rm(stateFile, { force: true });
     try {
       // QEMU 7.2 has no file: target; the default bandwidth cap (128 MiB/s) would only slow it down.
       await qmp(socket, "migrate-set-parameters", { "max-bandwidth": 8 * 2 ** 30 });
-      await qmp(socket, "migrate", { uri: `exec:cat > ${shellQuote(memoryFile)}` });
+      await qmp(socket, "migrate", { uri: `exec:cat > ${shellQuote(stateFile)}` });
       await this.waitForMigration(socket);
     } catch (err) {
-      // Nothing was lost: the VM is still there, stopped. Let it run on and say why it failed.
-      await rm(memoryFile, { force: true });
-      await qmp(socket, "cont").catch(() => undefined);
+      await rm(stateFile, { force: true });
+      if (options.runOnFailure) await qmp(socket, "cont").catch(() => undefined);
       throw err;
     }
+  }
+
+  /** saveState into a file beside its disk, then the process and its cgroup end; its disk stays as it is. */
+  async hibernate(sandboxId: string): Promise<void> {
+    const record = await this.readRecord(sandboxId);
+    if (!record || record.hibernated) throw new Error(`no running VM ${sandboxId} to hibernate`);
+    const memoryFile = memoryFileOf(record.sandboxDir);
+    const started = performance.now();
+    const { status } = await qmp<{ status: string }>(this.qmpSocket(sandboxId), "query-status");
+    await this.saveState(sandboxId, memoryFile, { runOnFailure: status === "running" });
     await this.writeRecord(sandboxId, { ...record, hibernated: true });
     await this.kill(sandboxId, record);
     logger.info({ sandboxId, ms: Math.round(performance.now() - started), bytes: (await stat(memoryFile)).size }, "qemu sandbox hibernated");
@@ -223,23 +232,8 @@ export class QemuRuntime implements RuntimeDriver {
     if (!record?.hibernated) throw new Error(`VM ${sandboxId} is not hibernated`);
     const memoryFile = memoryFileOf(record.sandboxDir);
     const started = performance.now();
-    const socket = this.qmpSocket(sandboxId);
-    await rm(socket, { force: true });
     try {
-      await this.start(sandboxId, record, ["-incoming", `exec:cat ${shellQuote(memoryFile)}`]);
-      // The state arrives paused (it was taken stopped): wait until it is all in, then run.
-      const deadline = performance.now() + START_TIMEOUT_MS;
-      for (;;) {
-        const { status } = await qmp<{ status: string }>(socket, "query-status");
-        if (status === "running") break;
-        if (status === "paused" || status === "postmigrate" || status === "prelaunch") {
-          await qmp(socket, "cont");
-          break;
-        }
-        if (status !== "inmigrate") throw new Error(`restored VM is ${status}`);
-        if (performance.now() > deadline) throw new Error(`restoring VM still ${status} after ${START_TIMEOUT_MS} ms`);
-        await sleep(20);
-      }
+      await this.startIncoming(sandboxId, record, memoryFile);
     } catch (err) {
       // Back to hibernated, with the state file kept: a later resume can try again.
       await this.kill(sandboxId, await this.readRecord(sandboxId));
@@ -248,6 +242,26 @@ export class QemuRuntime implements RuntimeDriver {
     }
     await rm(memoryFile, { force: true });
     logger.info({ sandboxId, ms: Math.round(performance.now() - started) }, "qemu sandbox restored");
+  }
+
+  /** Starts qemu with `stateFile` as its incoming migration; resolves once the VM runs. */
+  private async startIncoming(sandboxId: string, vm: Pick<VmRecord, "argv" | "limits" | "sandboxDir">, stateFile: string): Promise<void> {
+    const socket = this.qmpSocket(sandboxId);
+    await rm(socket, { force: true });
+    await this.start(sandboxId, vm, ["-incoming", `exec:cat ${shellQuote(stateFile)}`]);
+    // The state arrives paused (it was taken stopped): wait until it is all in, then run.
+    const deadline = performance.now() + START_TIMEOUT_MS;
+    for (;;) {
+      const { status } = await qmp<{ status: string }>(socket, "query-status");
+      if (status === "running") return;
+      if (status === "paused" || status === "postmigrate" || status === "prelaunch") {
+        await qmp(socket, "cont");
+        return;
+      }
+      if (status !== "inmigrate") throw new Error(`restored VM is ${status}`);
+      if (performance.now() > deadline) throw new Error(`restoring VM still ${status} after ${START_TIMEOUT_MS} ms`);
+      await sleep(20);
+    }
   }
 
   private async waitForMigration(socket: string): Promise<void> {
@@ -341,6 +355,11 @@ export class QemuRuntime implements RuntimeDriver {
     return line ? `the VM stopped: ${line.trim()}` : undefined;
   }
 
+  async stateIdentity(): Promise<string> {
+    const guest = (this.guest ??= await guestArtifacts(this.config.vmDir));
+    return `qemu|${this.accelerator ?? "tcg"}|${guest.kernelVersion}|${guest.inputsHash}|${guest.envdHash}`;
+  }
+
   /** The accelerator sandboxes boot with (known after probe). */
   get acceleratorInUse(): Accelerator | undefined {
     return this.accelerator;
@@ -426,7 +445,15 @@ export async function addGuestLink(netnsPath: string, sandboxAddress: string): P
   const namespace = path.basename(netnsPath);
   await runCommand("ip", ["-n", namespace, "-batch", "-"], {
     timeoutMs: CONTROL_TIMEOUT_MS,
-    input: [`tuntap add dev ${TAP_DEVICE} mode tap`, `addr add ${GUEST_GATEWAY}/${GUEST_PREFIX} dev ${TAP_DEVICE}`, `link set ${TAP_DEVICE} up`].join("\n") + "\n",
+    input: [
+      `tuntap add dev ${TAP_DEVICE} mode tap`,
+      // Fixed, like the guest's: a guest restored from memory still has the gateway's MAC in its
+      // ARP cache, and it must be this namespace's TAP too (else its replies go nowhere until the
+      // entry goes stale).
+      `link set ${TAP_DEVICE} address ${GATEWAY_MAC}`,
+      `addr add ${GUEST_GATEWAY}/${GUEST_PREFIX} dev ${TAP_DEVICE}`,
+      `link set ${TAP_DEVICE} up`,
+    ].join("\n") + "\n",
   });
   await runCommand("nsenter", [`--net=${netnsPath}`, "--", "sysctl", "-qw", "net.ipv4.ip_forward=1"], { timeoutMs: CONTROL_TIMEOUT_MS });
   const rules = [

@@ -93,6 +93,23 @@ export function validateTemplateName(name: string): void {
   if (typeof name !== "string" || !TEMPLATE_NAME.test(name) || name.includes("..")) throw new InvalidTemplateNameError(String(name));
 }
 
+/** Where a VM snapshot template keeps its memory state and what it was taken with. */
+export const VM_STATE_DIR = "vm-state";
+
+/** A VM template's memory snapshot: restored into each sandbox made from it. */
+export interface VmTemplateState {
+  stateFile: string;
+  /** The driver's stateIdentity() when it was saved: restorable only under the same. */
+  identity: string;
+  memoryMb: number;
+  vcpus: number;
+  /** The size of the disk it was taken with: every copy's disk has this size. */
+  diskSizeMb: number;
+  /** The token the saved envd answers to, until the host's /init replaces it (secret: the file is root's). */
+  envdAccessToken: string;
+  sourceSandbox: string;
+}
+
 export class TemplateStore {
   /** `<dataDir>/templates`. */
   readonly dir: string;
@@ -162,6 +179,19 @@ export class TemplateStore {
   /** The rootfs dirs of the template and its ancestors, top-most first: the overlay's lowerdirs. */
   layers(name: string): string[] {
     return this.chain(name).map((info) => this.rootfsDir(info.name));
+  }
+
+  /** The memory snapshot a VM template carries (`vm-state/`), or undefined for a filesystem-only template. */
+  vmState(name: string): VmTemplateState | undefined {
+    const dir = path.join(this.dir, name, VM_STATE_DIR);
+    let text: string;
+    try {
+      text = readFileSync(path.join(dir, "vm.json"), "utf8");
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    return { ...(JSON.parse(text) as Omit<VmTemplateState, "stateFile">), stateFile: path.join(dir, "memory.state") };
   }
 
   /**
