@@ -22,6 +22,7 @@ import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from ".
 import { kvmRunsGuests } from "./kvm-probe.js";
 import { GUEST_ADDRESS, GUEST_DEVICE_ARGS, GUEST_GATEWAY, GUEST_MAC, GUEST_PREFIX, guestArtifacts, kernelCommandLine, type GuestArtifacts } from "./qemu-guest.js";
 import { qmp } from "./qmp.js";
+import { isRunning, startTicks, waitUntilGone } from "./vm-process.js";
 
 const QEMU = "qemu-system-x86_64";
 const CONTROL_TIMEOUT_MS = 10_000;
@@ -277,7 +278,7 @@ export class QemuRuntime implements RuntimeDriver {
 
   /** SIGKILLs the VM's process (when it is still that process) and empties its cgroup. */
   private async kill(sandboxId: string, record: VmRecord | undefined): Promise<void> {
-    if (record && !record.hibernated && (await isOurs(record))) {
+    if (record && !record.hibernated && (await isRunning(record))) {
       try {
         process.kill(record.pid, "SIGKILL");
       } catch {
@@ -330,7 +331,7 @@ export class QemuRuntime implements RuntimeDriver {
         found.push({ id, status: existsSync(memoryFileOf(record.sandboxDir)) ? "hibernated" : "stopped" });
         continue;
       }
-      if (!record || !(await isOurs(record))) {
+      if (!record || !(await isRunning(record))) {
         found.push({ id, status: "stopped" });
         continue;
       }
@@ -469,28 +470,6 @@ export async function addGuestLink(netnsPath: string, sandboxAddress: string): P
     "}",
   ].join("\n");
   await runCommand("nsenter", [`--net=${netnsPath}`, "--", "nft", "-f", "-"], { timeoutMs: CONTROL_TIMEOUT_MS, input: `${rules}\n` });
-}
-
-async function startTicks(pid: number): Promise<string> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
-}
-
-/** Whether the record's pid is still that VM (not exited, not a zombie, not reused). */
-async function isOurs(record: VmRecord): Promise<boolean> {
-  const stat = await readFile(`/proc/${record.pid}/stat`, "utf8").catch(() => undefined);
-  if (!stat) return false;
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return fields[0] !== "Z" && fields[19] === record.startTicks;
-}
-
-async function waitUntilGone(record: VmRecord, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (await isOurs(record)) {
-    if (performance.now() > deadline) throw new Error(`qemu (pid ${record.pid}) still running ${timeoutMs} ms after SIGKILL`);
-    await sleep(5);
-  }
 }
 
 async function consoleTail(file: string): Promise<string> {
