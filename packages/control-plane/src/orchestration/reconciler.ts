@@ -127,7 +127,8 @@ export class Reconciler {
 
   private async converge(host: Host, listed: ListSandboxesResponse, listedAt: Date): Promise<ReconcileReport> {
     const report: ReconcileReport = { hostId: host.id, settled: [], paused: [], stopped: [], restored: [], orphansDestroyed: [] };
-    const onHost = new Map(listed.sandboxes.map((sandbox) => [sandbox.sandboxId, sandbox]));
+    // A hibernated VM (memory on its host's disk, no process) is what the API calls paused: resume restores it.
+    const onHost = new Map(listed.sandboxes.map((sandbox) => [sandbox.sandboxId, sandbox.status === "hibernated" ? { ...sandbox, status: "paused" } : sandbox]));
     const exited = new Map(listed.exited.map((exit) => [exit.sandboxId, exit.reason]));
     const autoPaused = new Set(listed.autoPausedSandboxIds);
     const move = async (sandbox: Sandbox, from: SandboxStatus[], to: SandboxStatus, why: string, set?: SandboxTransition["set"]): Promise<boolean> => {
