@@ -8,8 +8,6 @@
 // translation in the sandbox's netns (addGuestLink). Firecracker reads only raw disks, so the
 // sandbox's disk is a sparse copy of the template image (a reflink where the filesystem can).
 // See docs/host-agent-firecracker.md.
-import { spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -17,14 +15,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
-import { readCgroupLimitHits } from "../metrics/cgroup.js";
 import { cgroupDirs, killCgroup, placeInCgroup } from "./cgroup-tree.js";
 import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from "./driver.js";
 import { FirecrackerClient, type VmConfigFile } from "./firecracker-api.js";
 import { kvmDeviceProblem, kvmRunsGuests } from "./kvm-probe.js";
 import { addGuestLink, consoleLogOf, TAP_DEVICE } from "./qemu.js";
 import { GUEST_MAC, guestArtifacts, kernelCommandLine, type GuestArtifacts } from "./qemu-guest.js";
-import { isRunning, startTicks, waitUntilGone, type VmProcess } from "./vm-process.js";
+import { consoleTail, isRunning, spawnVmm, startTicks, VmRecords, vmExitReason, waitUntilGone, type VmProcess } from "./vm-process.js";
 
 const FIRECRACKER = "firecracker";
 const CONTROL_TIMEOUT_MS = 10_000;
@@ -87,7 +84,10 @@ export class FirecrackerRuntime implements RuntimeDriver {
   private readonly firecracker: string;
   private guest: GuestArtifacts | undefined;
 
+  private readonly records: VmRecords<VmRecord>;
+
   constructor(private readonly config: FirecrackerConfig) {
+    this.records = new VmRecords(config.stateDir);
     this.firecracker = config.firecracker ?? FIRECRACKER;
   }
 
@@ -188,28 +188,11 @@ export class FirecrackerRuntime implements RuntimeDriver {
     await mkdir(path.dirname(consoleLog), { recursive: true });
     // Registered before the start: a start that fails halfway may leave a process or cgroup.
     cleanup.defer(`stop firecracker sandbox ${vm.sandboxId}`, () => this.stop(vm.sandboxId));
-    const output = openSync(consoleLog, "a");
-    let child;
-    try {
-      // nsenter execs firecracker in place: the pid is firecracker's. Detached, so an agent
-      // restart leaves it running. Its stdout is the guest's serial console and its own log.
-      child = spawn("nsenter", [`--net=${vm.netnsPath}`, "--", this.firecracker, "--api-sock", socket, "--id", instanceId(vm.sandboxId)], {
-        detached: true,
-        stdio: ["ignore", output, output],
-      });
-    } finally {
-      closeSync(output);
-    }
-    const exited = new Promise<string>((resolve) => {
-      child.once("exit", (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with ${code}`));
-      child.once("error", (err) => resolve(err.message));
-    });
-    child.unref();
-    const pid = child.pid;
-    if (pid === undefined) throw new Error(`firecracker did not start: ${await exited}`);
+    // Its stdout is the guest's serial console and its own log.
+    const { pid, exited } = await spawnVmm([`--net=${vm.netnsPath}`, "--", this.firecracker, "--api-sock", socket, "--id", instanceId(vm.sandboxId)], consoleLog, "firecracker");
     const died = async (outcome: string) => new Error(`firecracker ${outcome} before its API answered: ${await consoleTail(consoleLog)}`);
     try {
-      await this.writeRecord(vm.sandboxId, { pid, startTicks: await startTicks(pid), sandboxDir: vm.sandboxDir });
+      await this.records.write(vm.sandboxId, { pid, startTicks: await startTicks(pid), sandboxDir: vm.sandboxDir });
       await placeInCgroup(this.cgroupPath(vm.sandboxId), pid, {
         vcpus: vm.vcpus,
         memoryBytes: (vm.memoryMb + VMM_OVERHEAD_MB) * 2 ** 20,
@@ -228,7 +211,7 @@ export class FirecrackerRuntime implements RuntimeDriver {
 
   /** Kills the VM, empties and removes its cgroup, forgets it; a sandbox already gone is fine. */
   async stop(sandboxId: string): Promise<void> {
-    const record = await this.readRecord(sandboxId);
+    const record = await this.records.read(sandboxId);
     if (record && (await isRunning(record))) {
       try {
         process.kill(record.pid, "SIGKILL");
@@ -240,7 +223,7 @@ export class FirecrackerRuntime implements RuntimeDriver {
     if (cgroups.length > 0) await killCgroup(cgroups, CONTROL_TIMEOUT_MS);
     if (record) await waitUntilGone(record, CONTROL_TIMEOUT_MS);
     await rm(this.apiSocket(sandboxId), { force: true });
-    await rm(this.recordFile(sandboxId), { force: true });
+    await rm(this.records.file(sandboxId), { force: true });
   }
 
   async pause(sandboxId: string): Promise<void> {
@@ -282,7 +265,7 @@ export class FirecrackerRuntime implements RuntimeDriver {
     for (const name of names) {
       if (!name.endsWith(".json")) continue;
       const id = name.slice(0, -".json".length);
-      const record = await this.readRecord(id);
+      const record = await this.records.read(id);
       if (!record || !(await isRunning(record))) {
         found.push({ id, status: "stopped" });
         continue;
@@ -301,12 +284,8 @@ export class FirecrackerRuntime implements RuntimeDriver {
   }
 
   async exitReason(sandboxId: string): Promise<string | undefined> {
-    const hits = await readCgroupLimitHits(this.cgroupPath(sandboxId));
-    if (hits.oomKills > 0) return `out of memory: the VM used its whole memory limit (${Math.round(hits.memoryLimitBytes / 2 ** 20)} MiB) and was killed`;
-    const record = await this.readRecord(sandboxId);
-    if (!record) return undefined;
-    const line = (await readFile(consoleLogOf(record.sandboxDir), "utf8").catch(() => "")).split("\n").reverse().find((l) => /wrenn-init:|Kernel panic/.test(l));
-    return line ? `the VM stopped: ${line.trim()}` : undefined;
+    const record = await this.records.read(sandboxId);
+    return vmExitReason(this.cgroupPath(sandboxId), record && consoleLogOf(record.sandboxDir));
   }
 
   private client(sandboxId: string): FirecrackerClient {
@@ -317,17 +296,6 @@ export class FirecrackerRuntime implements RuntimeDriver {
     return path.join(this.config.stateDir, `${sandboxId}.sock`);
   }
 
-  private recordFile(sandboxId: string): string {
-    return path.join(this.config.stateDir, `${sandboxId}.json`);
-  }
-
-  private async writeRecord(sandboxId: string, record: VmRecord): Promise<void> {
-    await writeFile(this.recordFile(sandboxId), JSON.stringify(record));
-  }
-
-  private async readRecord(sandboxId: string): Promise<VmRecord | undefined> {
-    return readFile(this.recordFile(sandboxId), "utf8").then((text) => JSON.parse(text) as VmRecord, () => undefined);
-  }
 }
 
 /**
@@ -379,9 +347,4 @@ async function waitForApi(api: FirecrackerClient): Promise<void> {
       await sleep(10);
     }
   }
-}
-
-async function consoleTail(file: string): Promise<string> {
-  const text = await readFile(file, "utf8").catch(() => "");
-  return JSON.stringify(text.slice(-600));
 }

@@ -8,21 +8,19 @@
 // the namespace translates between that address and the sandbox's own, so a memory snapshot could
 // restore into any namespace. qemu runs inside the netns (it opens the TAP there), in a host
 // cgroup that bounds its memory and CPU. See docs/host-agent-qemu.md.
-import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
 import type { Cleanup } from "../cleanup.js";
-import { readCgroupLimitHits } from "../metrics/cgroup.js";
 import { cgroupDirs, killCgroup, placeInCgroup, type CgroupLimits } from "./cgroup-tree.js";
 import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from "./driver.js";
 import { kvmRunsGuests } from "./kvm-probe.js";
 import { GUEST_ADDRESS, GUEST_DEVICE_ARGS, GUEST_GATEWAY, GUEST_MAC, GUEST_PREFIX, guestArtifacts, kernelCommandLine, type GuestArtifacts } from "./qemu-guest.js";
 import { qmp } from "./qmp.js";
-import { isRunning, startTicks, waitUntilGone } from "./vm-process.js";
+import { consoleTail, isRunning, spawnVmm, startTicks, VmRecords, vmExitReason, waitUntilGone } from "./vm-process.js";
 
 const QEMU = "qemu-system-x86_64";
 const CONTROL_TIMEOUT_MS = 10_000;
@@ -76,7 +74,10 @@ export class QemuRuntime implements RuntimeDriver {
   private accelerator: Accelerator | undefined;
   private guest: GuestArtifacts | undefined;
 
+  private readonly records: VmRecords<VmRecord>;
+
   constructor(private readonly config: QemuConfig) {
+    this.records = new VmRecords(config.stateDir);
     this.qemu = config.qemu ?? QEMU;
     this.accelerator = config.accelerator;
   }
@@ -171,22 +172,8 @@ export class QemuRuntime implements RuntimeDriver {
    */
   private async start(sandboxId: string, vm: Pick<VmRecord, "argv" | "limits" | "sandboxDir">, extraArgs: string[] = []): Promise<void> {
     const consoleLog = consoleLogOf(vm.sandboxDir);
-    const output = openSync(consoleLog, "a");
-    let child;
-    try {
-      // nsenter execs qemu in place: the pid is qemu's.
-      child = spawn("nsenter", [...vm.argv, ...extraArgs], { detached: true, stdio: ["ignore", output, output] });
-    } finally {
-      closeSync(output);
-    }
-    const exited = new Promise<string>((resolve) => {
-      child.once("exit", (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with ${code}`));
-      child.once("error", (err) => resolve(err.message));
-    });
-    child.unref();
-    const pid = child.pid;
-    if (pid === undefined) throw new Error(`qemu did not start: ${await exited}`);
-    await this.writeRecord(sandboxId, { ...vm, pid, startTicks: await startTicks(pid), hibernated: undefined });
+    const { pid, exited } = await spawnVmm([...vm.argv, ...extraArgs], consoleLog, "qemu");
+    await this.records.write(sandboxId, { ...vm, pid, startTicks: await startTicks(pid), hibernated: undefined });
     await placeInCgroup(this.cgroupPath(sandboxId), pid, vm.limits);
     const answered = this.waitForQmp(this.qmpSocket(sandboxId));
     const outcome = await Promise.race([answered.then(() => undefined), exited]);
@@ -216,20 +203,20 @@ export class QemuRuntime implements RuntimeDriver {
 
   /** saveState into a file beside its disk, then the process and its cgroup end; its disk stays as it is. */
   async hibernate(sandboxId: string): Promise<void> {
-    const record = await this.readRecord(sandboxId);
+    const record = await this.records.read(sandboxId);
     if (!record || record.hibernated) throw new Error(`no running VM ${sandboxId} to hibernate`);
     const memoryFile = memoryFileOf(record.sandboxDir);
     const started = performance.now();
     const { status } = await qmp<{ status: string }>(this.qmpSocket(sandboxId), "query-status");
     await this.saveState(sandboxId, memoryFile, { runOnFailure: status === "running" });
-    await this.writeRecord(sandboxId, { ...record, hibernated: true });
+    await this.records.write(sandboxId, { ...record, hibernated: true });
     await this.kill(sandboxId, record);
     logger.info({ sandboxId, ms: Math.round(performance.now() - started), bytes: (await stat(memoryFile)).size }, "qemu sandbox hibernated");
   }
 
   /** Starts qemu again with the hibernated state as its incoming migration and lets it run. */
   async restore(sandboxId: string): Promise<void> {
-    const record = await this.readRecord(sandboxId);
+    const record = await this.records.read(sandboxId);
     if (!record?.hibernated) throw new Error(`VM ${sandboxId} is not hibernated`);
     const memoryFile = memoryFileOf(record.sandboxDir);
     const started = performance.now();
@@ -237,8 +224,8 @@ export class QemuRuntime implements RuntimeDriver {
       await this.startIncoming(sandboxId, record, memoryFile);
     } catch (err) {
       // Back to hibernated, with the state file kept: a later resume can try again.
-      await this.kill(sandboxId, await this.readRecord(sandboxId));
-      await this.writeRecord(sandboxId, { ...record, hibernated: true });
+      await this.kill(sandboxId, await this.records.read(sandboxId));
+      await this.records.write(sandboxId, { ...record, hibernated: true });
       throw err;
     }
     await rm(memoryFile, { force: true });
@@ -306,10 +293,10 @@ export class QemuRuntime implements RuntimeDriver {
 
   /** Kills the VM, empties and removes its cgroup, forgets it (a hibernated one's state too); a sandbox already gone is fine. */
   async stop(sandboxId: string): Promise<void> {
-    const record = await this.readRecord(sandboxId);
+    const record = await this.records.read(sandboxId);
     await this.kill(sandboxId, record);
     if (record) await rm(memoryFileOf(record.sandboxDir), { force: true });
-    await rm(this.recordFile(sandboxId), { force: true });
+    await rm(this.records.file(sandboxId), { force: true });
   }
 
   async pause(sandboxId: string): Promise<void> {
@@ -326,7 +313,7 @@ export class QemuRuntime implements RuntimeDriver {
     for (const name of names) {
       if (!name.endsWith(".json")) continue;
       const id = name.slice(0, -".json".length);
-      const record = await this.readRecord(id);
+      const record = await this.records.read(id);
       if (record?.hibernated) {
         found.push({ id, status: existsSync(memoryFileOf(record.sandboxDir)) ? "hibernated" : "stopped" });
         continue;
@@ -348,12 +335,8 @@ export class QemuRuntime implements RuntimeDriver {
   }
 
   async exitReason(sandboxId: string): Promise<string | undefined> {
-    const hits = await readCgroupLimitHits(this.cgroupPath(sandboxId));
-    if (hits.oomKills > 0) return `out of memory: the VM used its whole memory limit (${Math.round(hits.memoryLimitBytes / 2 ** 20)} MiB) and was killed`;
-    const record = await this.readRecord(sandboxId);
-    if (!record) return undefined;
-    const line = (await readFile(consoleLogOf(record.sandboxDir), "utf8").catch(() => "")).split("\n").reverse().find((l) => /wrenn-init:|Kernel panic/.test(l));
-    return line ? `the VM stopped: ${line.trim()}` : undefined;
+    const record = await this.records.read(sandboxId);
+    return vmExitReason(this.cgroupPath(sandboxId), record && consoleLogOf(record.sandboxDir));
   }
 
   async stateIdentity(): Promise<string> {
@@ -370,17 +353,6 @@ export class QemuRuntime implements RuntimeDriver {
     return path.join(this.config.stateDir, `${sandboxId}.qmp`);
   }
 
-  private recordFile(sandboxId: string): string {
-    return path.join(this.config.stateDir, `${sandboxId}.json`);
-  }
-
-  private async writeRecord(sandboxId: string, record: VmRecord): Promise<void> {
-    await writeFile(this.recordFile(sandboxId), JSON.stringify(record));
-  }
-
-  private async readRecord(sandboxId: string): Promise<VmRecord | undefined> {
-    return readFile(this.recordFile(sandboxId), "utf8").then((text) => JSON.parse(text) as VmRecord, () => undefined);
-  }
 }
 
 export interface VmShape {
@@ -470,9 +442,4 @@ export async function addGuestLink(netnsPath: string, sandboxAddress: string): P
     "}",
   ].join("\n");
   await runCommand("nsenter", [`--net=${netnsPath}`, "--", "nft", "-f", "-"], { timeoutMs: CONTROL_TIMEOUT_MS, input: `${rules}\n` });
-}
-
-async function consoleTail(file: string): Promise<string> {
-  const text = await readFile(file, "utf8").catch(() => "");
-  return JSON.stringify(text.slice(-600));
 }
