@@ -12,7 +12,7 @@ help:
 	@echo "make envd   build the self-contained envd directory build/opt-wrenn/"
 	@echo "make vm-guest  build what the qemu runtime's VMs boot: kernel, initramfs, envd's disk image (build/vm/)"
 	@echo "make gen    regenerate protobuf code from proto/"
-	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, the control plane, the edge proxy)"
+	@echo "make bench  run the benchmarks under bench/ (envd, the host agent, its qemu runtime, the control plane, the edge proxy)"
 	@echo "make base-template  build the Debian 'base' template (cached)"
 	@echo "make dashboard      build the web dashboard (packages/dashboard/dist, served by the control plane at /)"
 	@echo "make screenshots    regenerate docs/screenshots/*.png of every dashboard page (chromium)"
