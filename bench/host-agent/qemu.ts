@@ -18,7 +18,7 @@ import { SlotAllocator } from "../../packages/host-agent/src/sandbox/network/slo
 import { guestArtifacts, kernelCommandLine } from "../../packages/host-agent/src/sandbox/runtime/qemu-guest.js";
 import { addGuestLink, vmArguments, type Accelerator } from "../../packages/host-agent/src/sandbox/runtime/qemu.js";
 import { TemplateStore } from "../../packages/host-agent/src/sandbox/storage/templates.js";
-import { TEST_TEMPLATE, removeDataDir, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
+import { TEST_TEMPLATE, terminateAgent, repoRoot, startAgentProcess, text, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "5" } } });
 const RUNS = Number(values.runs);
@@ -165,9 +165,7 @@ async function main(): Promise<void> {
       console.log(`[${accelerator}] ${size} guest: hibernate ${figures.hibernateMs} ms (${figures.stateMiB} MiB state), resume → first command ${figures.resumeToFirstCommandMs} ms (cold boot → first command p50 ${oursStats.p50} ms: ${(oursStats.p50 / figures.resumeToFirstCommandMs).toFixed(1)}× slower)`);
     }
   } finally {
-    await agent.client.terminate({}).catch(() => undefined);
-    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
-    await removeDataDir(agent.dataDir, agent.table);
+    await terminateAgent(agent);
   }
   console.log(JSON.stringify(report));
 }

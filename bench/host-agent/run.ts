@@ -11,7 +11,7 @@ import { runCommand } from "../../packages/host-agent/src/exec/command.js";
 import { hostMemoryBytes, hostMemoryMb } from "../../packages/host-agent/src/host/memory.js";
 import { ociSpec } from "../../packages/host-agent/src/sandbox/runtime/gvisor.js";
 import { buildBusyboxTemplate } from "../../packages/host-agent/test/template.js";
-import { TEST_TEMPLATE, envdDir, removeDataDir, startAgentProcess, text, waitForWarmPool, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
+import { TEST_TEMPLATE, envdDir, terminateAgent, startAgentProcess, text, waitForWarmPool, type AgentUnderTest } from "../../packages/host-agent/test/agent-harness.js";
 
 const { values } = parseArgs({
   options: {
@@ -75,13 +75,6 @@ async function memAvailableMiB(): Promise<number> {
 async function sandboxCgroupsMiB(): Promise<number | undefined> {
   const usage = await readFile("/sys/fs/cgroup/memory/wrenn/memory.usage_in_bytes", "utf8").catch(() => undefined);
   return usage === undefined ? undefined : Number(usage) / 2 ** 20;
-}
-
-/** Terminates the agent (destroying its sandboxes) and removes its data. */
-async function stopAgent(agent: AgentUnderTest): Promise<void> {
-  await agent.client.terminate({}).catch(() => undefined);
-  await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
-  await removeDataDir(agent.dataDir, agent.table);
 }
 
 async function settle(): Promise<void> {
@@ -163,14 +156,14 @@ async function main(): Promise<void> {
       console.log(`${CONCURRENT} creates at once (booting): all done in ${ms(wall)}; each p50 ${ms(concurrentStats.p50)}, p95 ${ms(concurrentStats.p95)}`);
       console.log(`${CONCURRENT} creates at once (warm pool of ${warmTarget}): all done in ${ms(warmWall)}; each p50 ${ms(concurrentWarmStats.p50)}, p95 ${ms(concurrentWarmStats.p95)}`);
       // Gone before the density run, so its pooled sandboxes do not count against the other agent's.
-      await stopAgent(pooled);
+      await terminateAgent(pooled);
       pooled = undefined;
     }
 
     if (DENSITY > 0) await density(agent, report);
   } finally {
-    await stopAgent(agent);
-    if (pooled) await stopAgent(pooled);
+    await terminateAgent(agent);
+    if (pooled) await terminateAgent(pooled);
     await rm(templateDir, { recursive: true, force: true });
   }
   console.log(JSON.stringify(report));

@@ -135,6 +135,13 @@ export async function startAgentProcess(options: AgentOptions): Promise<AgentUnd
   };
 }
 
+/** Terminates the agent (it destroys its sandboxes and exits), then removes its data dir and nft table. */
+export async function terminateAgent(agent: AgentUnderTest): Promise<void> {
+  await agent.client.terminate({}).catch(() => undefined);
+  await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
+  await removeDataDir(agent.dataDir, agent.table);
+}
+
 /** Removes a test data dir once nothing is mounted in it; also drops the agent's nft table. */
 export async function removeDataDir(dataDir: string, table: string): Promise<void> {
   await runCommand("nft", ["delete", "table", "inet", table], { timeoutMs: 5000 }).catch(() => undefined);

@@ -14,7 +14,7 @@ import { mountsUnder } from "../src/sandbox/storage/rootfs.js";
 import { Cleanup } from "../src/sandbox/cleanup.js";
 import { createNetwork } from "../src/sandbox/network/namespace.js";
 import { SlotAllocator } from "../src/sandbox/network/slots.js";
-import { TEST_TEMPLATE, codeOf, removeDataDir, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+import { TEST_TEMPLATE, codeOf, terminateAgent, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
 
 const POOL = "10.220.0.0/26";
 
@@ -96,9 +96,7 @@ describe("the host agent", { skip: skipAgent }, () => {
 
   after(async () => {
     if (!agent) return;
-    await agent.client.terminate({}).catch(() => undefined);
-    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
-    await removeDataDir(agent.dataDir, agent.table);
+    await terminateAgent(agent);
   });
 
   test("reports the runtimes its start-up probe found", async () => {
@@ -449,18 +447,14 @@ describe("a host agent out of capacity", { skip: skipAgent }, () => {
       await small.client.destroySandbox({ sandboxId: "cap2" });
       await small.client.createSandbox({ sandboxId: "cap3", template: TEST_TEMPLATE });
     } finally {
-      await small.client.terminate({}).catch(() => undefined);
-      await new Promise<void>((resolve) => (small.child.exitCode !== null ? resolve() : small.child.once("exit", () => resolve())));
-      await removeDataDir(small.dataDir, small.table);
+      await terminateAgent(small);
     }
     const greedy = await startAgentProcess({ pool: "10.220.2.0/29", args: ["--memory-reserve-mb", String(10_000_000)] });
     try {
       assert.equal(await codeOf(greedy.client.createSandbox({ sandboxId: "mem1", template: TEST_TEMPLATE })), "ResourceExhausted");
       assert.deepEqual(await readdir(path.join(greedy.dataDir, "sandboxes")), []);
     } finally {
-      await greedy.client.terminate({}).catch(() => undefined);
-      await new Promise<void>((resolve) => (greedy.child.exitCode !== null ? resolve() : greedy.child.once("exit", () => resolve())));
-      await removeDataDir(greedy.dataDir, greedy.table);
+      await terminateAgent(greedy);
     }
   });
 });

@@ -9,11 +9,11 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { runCommand } from "../src/exec/command.js";
 import { FirecrackerRuntime } from "../src/sandbox/runtime/firecracker.js";
 import { kvmDeviceProblem } from "../src/sandbox/runtime/kvm-probe.js";
 import { QemuRuntime } from "../src/sandbox/runtime/qemu.js";
-import { TEST_TEMPLATE, codeOf, removeDataDir, repoRoot, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+import { TEST_TEMPLATE, codeOf, terminateAgent, repoRoot, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+import { shAsRoot, vmLeftovers, type Vmm } from "./vm-harness.js";
 import { commandRuns } from "./host-tools.js";
 
 const POOL = "10.218.0.0/27";
@@ -49,24 +49,11 @@ async function whyNotHere(): Promise<string | false> {
 
 const skip = await whyNotHere().catch((err: Error) => `the firecracker probe failed: ${err.message}`);
 
-async function sh(agent: AgentUnderTest, sandboxId: string, script: string, timeoutSec = 60) {
-  const result = await agent.client.exec({ sandboxId, cmd: "/bin/sh", args: ["-c", script], timeoutSec, user: "root" });
-  return { stdout: text(result.stdout), stderr: text(result.stderr), exitCode: result.exitCode };
-}
-
-/** Every trace of the sandbox on the host, each as a string naming what is left; empty when none. */
-async function leftovers(agent: AgentUnderTest, sandboxId: string): Promise<string[]> {
-  const left: string[] = [];
-  const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
-  if (processes.split("\n").some((line) => line.includes("firecracker") && line.includes(`${sandboxId}.sock`))) left.push("a firecracker process");
-  const namespaces = await runCommand("ip", ["netns", "list"], { timeoutMs: 5000 });
-  if (namespaces.includes(`wrenn-${sandboxId}`)) left.push("its netns (and the TAP in it)");
-  const dir = path.join(agent.dataDir, "sandboxes", sandboxId);
-  if (existsSync(dir)) left.push(`its dir ${dir} (disk, console log)`);
-  for (const file of [`${sandboxId}.sock`, `${sandboxId}.json`]) if (existsSync(path.join(agent.dataDir, "firecracker", file))) left.push(`firecracker/${file}`);
-  for (const dir of [`/sys/fs/cgroup/wrenn/${sandboxId}`, ...["memory", "pids", "cpu"].map((c) => `/sys/fs/cgroup/${c}/wrenn/${sandboxId}`)]) if (existsSync(dir)) left.push(dir);
-  return left;
-}
+const FIRECRACKER: Vmm = {
+  name: "firecracker",
+  stateFiles: (id) => [`${id}.sock`, `${id}.json`],
+  isProcessOf: (line, id) => line.includes("firecracker") && line.includes(`${id}.sock`),
+};
 
 describe("the firecracker runtime (microVMs on KVM)", { skip }, () => {
   let agent: AgentUnderTest;
@@ -77,9 +64,7 @@ describe("the firecracker runtime (microVMs on KVM)", { skip }, () => {
 
   after(async () => {
     if (!agent) return;
-    await agent.client.terminate({}).catch(() => undefined);
-    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
-    await removeDataDir(agent.dataDir, agent.table);
+    await terminateAgent(agent);
   });
 
   test("the probe finds firecracker and KVM, and firecracker becomes the default runtime", async () => {
@@ -101,15 +86,15 @@ describe("the firecracker runtime (microVMs on KVM)", { skip }, () => {
     assert.equal(created.status, "running");
 
     // The guest's own kernel, and the guest contract's command line.
-    const [release, cmdline, hostname, greeting] = (await sh(agent, sandboxId, "uname -r; cat /proc/cmdline; hostname; echo $GREETING")).stdout.split("\n");
+    const [release, cmdline, hostname, greeting] = (await shAsRoot(agent, sandboxId, "uname -r; cat /proc/cmdline; hostname; echo $GREETING")).stdout.split("\n");
     assert.match(release!, /cloud-amd64$/);
     assert.match(cmdline!, /wrenn\.ip=169\.254\.0\.21\/30/);
     assert.equal(hostname, sandboxId);
     assert.equal(greeting, "hi from firecracker");
-    assert.deepEqual(await sh(agent, sandboxId, "echo oops >&2; exit 3"), { stdout: "", stderr: "oops\n", exitCode: 3 });
+    assert.deepEqual(await shAsRoot(agent, sandboxId, "echo oops >&2; exit 3"), { stdout: "", stderr: "oops\n", exitCode: 3 });
 
     // The raw disk is the size asked for; the guest grew its filesystem to it.
-    const df = await sh(agent, sandboxId, "df -m / | tail -1");
+    const df = await shAsRoot(agent, sandboxId, "df -m / | tail -1");
     const sizeMb = Number(df.stdout.trim().split(/\s+/)[1]);
     assert.ok(sizeMb > 400 && sizeMb <= 512, `root filesystem of ${sizeMb} MiB for a 512 MiB disk: ${df.stdout}`);
     await agent.client.writeFile({ sandboxId, path: "/home/user/notes/a.txt", content: Buffer.from("written in firecracker") });
@@ -119,19 +104,19 @@ describe("the firecracker runtime (microVMs on KVM)", { skip }, () => {
     const imageBefore = await stat(image);
 
     // Pause stops the vCPUs: envd does not answer; resume brings the same processes back.
-    const sleeper = (await sh(agent, sandboxId, "sleep 600 >/dev/null 2>&1 & echo $!")).stdout.trim();
+    const sleeper = (await shAsRoot(agent, sandboxId, "sleep 600 >/dev/null 2>&1 & echo $!")).stdout.trim();
     await agent.client.pauseSandbox({ sandboxId });
     const whilePaused = await fetch(`http://${created.hostIp}:49983/health`, { signal: AbortSignal.timeout(1500) }).then((r) => `answered ${r.status}`, () => "no answer");
     assert.equal(whilePaused, "no answer");
-    assert.equal(await codeOf(sh(agent, sandboxId, "true")), "FailedPrecondition");
+    assert.equal(await codeOf(shAsRoot(agent, sandboxId, "true")), "FailedPrecondition");
     await agent.client.resumeSandbox({ sandboxId });
-    assert.equal((await sh(agent, sandboxId, `kill -0 ${sleeper} && echo alive`)).stdout.trim(), "alive");
+    assert.equal((await shAsRoot(agent, sandboxId, `kill -0 ${sleeper} && echo alive`)).stdout.trim(), "alive");
 
     const console = await readFile(path.join(agent.dataDir, "sandboxes", sandboxId, "bundle", "console.log"), "utf8");
     assert.match(console, new RegExp(`wrenn-init: starting envd on 169\\.254\\.0\\.21:49983 as ${sandboxId}`));
 
     await agent.client.destroySandbox({ sandboxId });
-    assert.deepEqual(await leftovers(agent, sandboxId), []);
+    assert.deepEqual(await vmLeftovers(agent, sandboxId, FIRECRACKER), []);
     assert.equal((await stat(image)).mtimeMs, imageBefore.mtimeMs, "the template image was never written");
   });
 });

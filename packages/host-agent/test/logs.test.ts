@@ -10,7 +10,7 @@ import type { SandboxLogEntry } from "@wrenn/proto/hostagent";
 import { capConsoleLog } from "../src/sandbox/logs/console-log.js";
 import { consoleLogOf } from "../src/sandbox/runtime/gvisor.js";
 import { parseLogLines } from "../src/sandbox/logs/entry.js";
-import { TEST_TEMPLATE, codeOf, removeDataDir, skipAgent, startAgentProcess, type AgentUnderTest } from "./agent-harness.js";
+import { TEST_TEMPLATE, codeOf, terminateAgent, skipAgent, startAgentProcess, type AgentUnderTest } from "./agent-harness.js";
 
 const POOL = "10.245.0.0/24";
 const TABLE = "wrenn_h1_logs_agent";
@@ -70,9 +70,7 @@ describe("sandbox logs", { skip: skipAgent }, () => {
 
   after(async () => {
     if (!agent) return;
-    await agent.client.terminate({}).catch(() => undefined);
-    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
-    await removeDataDir(agent.dataDir, agent.table);
+    await terminateAgent(agent);
   });
 
   test("envd's start-up lines appear, structured and plain", async () => {

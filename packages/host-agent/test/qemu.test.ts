@@ -7,32 +7,18 @@ import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runCommand } from "../src/exec/command.js";
-import { mountsUnder } from "../src/sandbox/storage/rootfs.js";
-import { TEST_TEMPLATE, codeOf, removeDataDir, repoRoot, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+import { TEST_TEMPLATE, codeOf, terminateAgent, repoRoot, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+import { shAsRoot, vmLeftovers, type Vmm } from "./vm-harness.js";
 
 const POOL = "10.219.0.0/27";
 const vmDir = path.join(repoRoot, "build", "vm");
 const skip = skipAgent || (!existsSync(path.join(vmDir, "guest.json")) ? "needs the VM guest (make vm-guest)" : false);
 
-async function sh(agent: AgentUnderTest, sandboxId: string, script: string, timeoutSec = 60) {
-  const result = await agent.client.exec({ sandboxId, cmd: "/bin/sh", args: ["-c", script], timeoutSec, user: "root" });
-  return { stdout: text(result.stdout), stderr: text(result.stderr), exitCode: result.exitCode };
-}
-
-/** Every trace of the sandbox on the host, each as a string naming what is left; empty when none. */
-async function leftovers(agent: AgentUnderTest, sandboxId: string): Promise<string[]> {
-  const left: string[] = [];
-  const processes = await runCommand("ps", ["-eo", "args"], { timeoutMs: 5000 });
-  if (processes.split("\n").some((line) => line.includes("qemu-system") && line.includes(`wrenn-${sandboxId}`))) left.push("a qemu process");
-  const namespaces = await runCommand("ip", ["netns", "list"], { timeoutMs: 5000 });
-  if (namespaces.includes(`wrenn-${sandboxId}`)) left.push("its netns (and the TAP in it)");
-  const dir = path.join(agent.dataDir, "sandboxes", sandboxId);
-  if (existsSync(dir)) left.push(`its dir ${dir} (overlay disk, console log)`);
-  if ((await mountsUnder(dir)).length > 0) left.push("a mount");
-  for (const file of [`${sandboxId}.qmp`, `${sandboxId}.json`]) if (existsSync(path.join(agent.dataDir, "qemu", file))) left.push(`qemu/${file}`);
-  for (const controller of ["memory", "pids", "cpu"]) if (existsSync(`/sys/fs/cgroup/${controller}/wrenn/${sandboxId}`)) left.push(`cgroup ${controller}`);
-  return left;
-}
+const QEMU: Vmm = {
+  name: "qemu",
+  stateFiles: (id) => [`${id}.qmp`, `${id}.json`],
+  isProcessOf: (line, id) => line.includes("qemu-system") && line.includes(`wrenn-${id}`),
+};
 
 describe("the qemu runtime (microVMs)", { skip }, () => {
   let agent: AgentUnderTest;
@@ -43,9 +29,7 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
 
   after(async () => {
     if (!agent) return;
-    await agent.client.terminate({}).catch(() => undefined);
-    await new Promise<void>((resolve) => (agent.child.exitCode !== null ? resolve() : agent.child.once("exit", () => resolve())));
-    await removeDataDir(agent.dataDir, agent.table);
+    await terminateAgent(agent);
   });
 
   test("the probe finds qemu and says which accelerator it uses; gvisor stays the default", async () => {
@@ -71,47 +55,47 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.equal(a.status, "running");
 
     // A real kernel of its own: not the host's, not gVisor's.
-    const kernel = await sh(agent, "vm-a", "uname -r; cat /proc/cmdline; hostname; echo $GREETING");
+    const kernel = await shAsRoot(agent, "vm-a", "uname -r; cat /proc/cmdline; hostname; echo $GREETING");
     const [release, cmdline, hostname, greeting] = kernel.stdout.split("\n");
     assert.match(release!, /cloud-amd64$/);
     assert.match(cmdline!, /wrenn\.ip=169\.254\.0\.21\/30/);
     assert.equal(hostname, "vm-a");
     assert.equal(greeting, "hi from a VM");
-    assert.deepEqual(await sh(agent, "vm-a", "echo oops >&2; exit 3"), { stdout: "", stderr: "oops\n", exitCode: 3 });
+    assert.deepEqual(await shAsRoot(agent, "vm-a", "echo oops >&2; exit 3"), { stdout: "", stderr: "oops\n", exitCode: 3 });
 
     // The disk is the size asked for, and writes stay in the sandbox's own overlay.
-    const df = await sh(agent, "vm-a", "df -m / | tail -1");
+    const df = await shAsRoot(agent, "vm-a", "df -m / | tail -1");
     const sizeMb = Number(df.stdout.trim().split(/\s+/)[1]);
     assert.ok(sizeMb > 400 && sizeMb <= 512, `root filesystem of ${sizeMb} MiB for a 512 MiB disk: ${df.stdout}`);
     await agent.client.writeFile({ sandboxId: "vm-a", path: "/home/user/notes/a.txt", content: Buffer.from("written in a VM") });
     assert.equal(text((await agent.client.readFile({ sandboxId: "vm-a", path: "/home/user/notes/a.txt" })).content), "written in a VM");
-    assert.equal((await sh(agent, "vm-b", "cat /home/user/notes/a.txt 2>&1 || echo missing")).stdout.trim().split("\n").pop(), "missing");
+    assert.equal((await shAsRoot(agent, "vm-b", "cat /home/user/notes/a.txt 2>&1 || echo missing")).stdout.trim().split("\n").pop(), "missing");
     const image = path.join(agent.dataDir, "templates", TEST_TEMPLATE, "rootfs.ext4");
     const imageBefore = await stat(image);
     assert.ok(imageBefore.size > 0, "the template's image was made once and kept");
 
     // Isolation: the same fixed guest address in both, translated to each sandbox's own; neither
     // reaches the agent's port on the host nor the other sandbox; the host reaches both.
-    assert.equal((await sh(agent, "vm-b", "ip -4 -o addr show eth0")).stdout.includes("169.254.0.21/30"), true);
+    assert.equal((await shAsRoot(agent, "vm-b", "ip -4 -o addr show eth0")).stdout.includes("169.254.0.21/30"), true);
     const hostSide = a.hostIp.replace(/\.(\d+)$/, (_, last: string) => `.${Number(last) - 1}`);
     for (const [target, port] of [[hostSide, agent.port], [b.hostIp, 49983]] as const) {
-      const probe = await sh(agent, "vm-a", `nc -w 2 ${target} ${port} </dev/null && echo reached || echo blocked`);
+      const probe = await shAsRoot(agent, "vm-a", `nc -w 2 ${target} ${port} </dev/null && echo reached || echo blocked`);
       assert.equal(probe.stdout.trim(), "blocked", `a VM reached ${target}:${port}`);
     }
     for (const sandbox of [a, b]) assert.equal((await fetch(`http://${sandbox.hostIp}:49983/health`)).status, 204);
 
     // Pause is a real stop of the VM's CPUs: envd does not answer; resume brings the same processes back.
-    const sleeper = (await sh(agent, "vm-a", "sleep 600 >/dev/null 2>&1 & echo $!")).stdout.trim();
+    const sleeper = (await shAsRoot(agent, "vm-a", "sleep 600 >/dev/null 2>&1 & echo $!")).stdout.trim();
     await agent.client.pauseSandbox({ sandboxId: "vm-a" });
     const whilePaused = await fetch(`http://${a.hostIp}:49983/health`, { signal: AbortSignal.timeout(1500) }).then((r) => `answered ${r.status}`, () => "no answer");
     assert.equal(whilePaused, "no answer");
-    assert.equal(await codeOf(sh(agent, "vm-a", "true")), "FailedPrecondition");
+    assert.equal(await codeOf(shAsRoot(agent, "vm-a", "true")), "FailedPrecondition");
     await agent.client.resumeSandbox({ sandboxId: "vm-a" });
-    assert.equal((await sh(agent, "vm-a", `kill -0 ${sleeper} && echo alive`)).stdout.trim(), "alive");
+    assert.equal((await shAsRoot(agent, "vm-a", `kill -0 ${sleeper} && echo alive`)).stdout.trim(), "alive");
 
     // Flattening (a gVisor sandbox's files into a template) is refused for a VM before anything is frozen.
     assert.equal(await codeOf(agent.client.flattenRootfs({ sandboxId: "vm-b", name: "vm-flat" })), "FailedPrecondition");
-    assert.equal((await sh(agent, "vm-b", "echo still here")).stdout, "still here\n");
+    assert.equal((await shAsRoot(agent, "vm-b", "echo still here")).stdout, "still here\n");
 
     // The console of each VM (kernel, init, envd) is kept as its log.
     const console = await readFile(path.join(agent.dataDir, "sandboxes", "vm-a", "bundle", "console.log"), "utf8");
@@ -119,8 +103,8 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.match(console, /"msg":"envd listening"/);
 
     await Promise.all([agent.client.destroySandbox({ sandboxId: "vm-a" }), agent.client.destroySandbox({ sandboxId: "vm-b" })]);
-    assert.deepEqual(await leftovers(agent, "vm-a"), []);
-    assert.deepEqual(await leftovers(agent, "vm-b"), []);
+    assert.deepEqual(await vmLeftovers(agent, "vm-a", QEMU), []);
+    assert.deepEqual(await vmLeftovers(agent, "vm-b", QEMU), []);
     assert.equal((await stat(image)).mtimeMs, imageBefore.mtimeMs, "the template image was never written");
   });
 
@@ -128,9 +112,9 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     t.after(() => agent.client.destroySandbox({ sandboxId: "vm-h" }).catch(() => undefined));
     await agent.client.createSandbox({ sandboxId: "vm-h", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256 });
     // A counter that keeps counting in memory and on disk, and a file written just before.
-    const pid = (await sh(agent, "vm-h", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) >/dev/null 2>&1 & echo $!")).stdout.trim();
-    await sh(agent, "vm-h", "echo kept > /root/before.txt; sync");
-    const before = Number((await sh(agent, "vm-h", "sleep 1; cat /tmp/count")).stdout);
+    const pid = (await shAsRoot(agent, "vm-h", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) >/dev/null 2>&1 & echo $!")).stdout.trim();
+    await shAsRoot(agent, "vm-h", "echo kept > /root/before.txt; sync");
+    const before = Number((await shAsRoot(agent, "vm-h", "sleep 1; cat /tmp/count")).stdout);
     assert.ok(before > 0);
 
     await agent.client.pauseSandbox({ sandboxId: "vm-h", hibernate: true });
@@ -141,12 +125,12 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.ok(!existsSync("/sys/fs/cgroup/memory/wrenn/vm-h"), "its cgroup (memory, CPU) freed");
     const saved = await stat(path.join(agent.dataDir, "sandboxes", "vm-h", "memory.state"));
     t.diagnostic(`hibernated: ${Math.round(saved.size / 2 ** 20)} MiB of state on disk`);
-    assert.equal(await codeOf(sh(agent, "vm-h", "true")), "FailedPrecondition");
+    assert.equal(await codeOf(shAsRoot(agent, "vm-h", "true")), "FailedPrecondition");
     await new Promise((resolve) => setTimeout(resolve, 6000)); // the guest's clock stands still meanwhile
 
     const resumed = await agent.client.resumeSandbox({ sandboxId: "vm-h" });
     assert.equal(resumed.status, "running");
-    const after = await sh(agent, "vm-h", `kill -0 ${pid} && echo alive; cat /root/before.txt; sleep 1; cat /tmp/count; date +%s`);
+    const after = await shAsRoot(agent, "vm-h", `kill -0 ${pid} && echo alive; cat /root/before.txt; sleep 1; cat /tmp/count; date +%s`);
     const [alive, kept, count, guestNow] = after.stdout.trim().split("\n");
     assert.equal(alive, "alive", "the same process, same PID");
     assert.equal(kept, "kept");
@@ -157,7 +141,7 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     // Hibernated, then destroyed: nothing left, state file included.
     await agent.client.pauseSandbox({ sandboxId: "vm-h", hibernate: true });
     await agent.client.destroySandbox({ sandboxId: "vm-h" });
-    assert.deepEqual(await leftovers(agent, "vm-h"), []);
+    assert.deepEqual(await vmLeftovers(agent, "vm-h", QEMU), []);
   });
 
   test("a memory snapshot becomes a template: two sandboxes from it at once restore its processes", async (t) => {
@@ -167,14 +151,14 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     });
     let started = performance.now();
     await agent.client.createSandbox({ sandboxId: "vm-src", template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256, envdAccessToken: "source-token" });
-    await sh(agent, "vm-src", "true");
+    await shAsRoot(agent, "vm-src", "true");
     const coldMs = performance.now() - started;
-    const pid = (await sh(agent, "vm-src", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) >/dev/null 2>&1 & echo $!")).stdout.trim();
-    await sh(agent, "vm-src", "echo from-the-source > /root/mark.txt");
+    const pid = (await shAsRoot(agent, "vm-src", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) >/dev/null 2>&1 & echo $!")).stdout.trim();
+    await shAsRoot(agent, "vm-src", "echo from-the-source > /root/mark.txt");
 
     const snapshot = await agent.client.createSnapshot({ sandboxId: "vm-src", name: "vm-mem", keepRunning: true });
     assert.equal(snapshot.includesMemory, true);
-    assert.equal((await sh(agent, "vm-src", `kill -0 ${pid} && echo alive`)).stdout.trim(), "alive", "the source runs on");
+    assert.equal((await shAsRoot(agent, "vm-src", `kill -0 ${pid} && echo alive`)).stdout.trim(), "alive", "the source runs on");
     const templateDir = path.join(agent.dataDir, "templates", "vm-mem");
     assert.ok(existsSync(path.join(templateDir, "vm-state", "memory.state")) && existsSync(path.join(templateDir, "rootfs.ext4")));
     assert.equal(await readFile(path.join(templateDir, "rootfs", "root", "mark.txt"), "utf8"), "from-the-source\n", "its files too (gVisor boots them)");
@@ -183,7 +167,7 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     const clones = await Promise.all(
       ["vm-c1", "vm-c2"].map(async (sandboxId) => {
         await agent.client.createSandbox({ sandboxId, template: "vm-mem", runtime: "qemu", envdAccessToken: `${sandboxId}-token` });
-        return sh(agent, sandboxId, `kill -0 ${pid} && echo alive; cat /root/mark.txt; date +%s`);
+        return shAsRoot(agent, sandboxId, `kill -0 ${pid} && echo alive; cat /root/mark.txt; date +%s`);
       }),
     );
     const restoreMs = performance.now() - started; // both at once; the speed is bench-qemu's figure
@@ -195,8 +179,8 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
       assert.ok(Math.abs(Number(now) - Date.now() / 1000) < 3, "the copy's clock is the host's");
     }
     // Each copy is its own: a write in one is not in the other, nor in the template.
-    await sh(agent, "vm-c1", "echo only-c1 > /root/mark.txt");
-    assert.equal((await sh(agent, "vm-c2", "cat /root/mark.txt")).stdout, "from-the-source\n");
+    await shAsRoot(agent, "vm-c1", "echo only-c1 > /root/mark.txt");
+    assert.equal((await shAsRoot(agent, "vm-c2", "cat /root/mark.txt")).stdout, "from-the-source\n");
     // The copy answers to its own token, not the source's.
     const c1 = (await agent.client.listSandboxes({})).sandboxes.find((s) => s.sandboxId === "vm-c1")!;
     // Known, not yet understood: the first connection from a new peer to a fresh copy is sometimes
@@ -222,7 +206,7 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.notEqual(await codeOf(agent.client.deleteSnapshot({ name: "vm-mem" })), "OK");
     for (const sandboxId of ["vm-src", "vm-c1", "vm-c2"]) await agent.client.destroySandbox({ sandboxId });
     await agent.client.deleteSnapshot({ name: "vm-mem" });
-    for (const sandboxId of ["vm-src", "vm-c1", "vm-c2"]) assert.deepEqual(await leftovers(agent, sandboxId), []);
+    for (const sandboxId of ["vm-src", "vm-c1", "vm-c2"]) assert.deepEqual(await vmLeftovers(agent, sandboxId, QEMU), []);
     assert.ok(!existsSync(templateDir));
   });
 
@@ -239,16 +223,16 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     }
     assert.ok(killed, "the VM's qemu process was never seen");
     assert.notEqual(await create, "OK");
-    assert.deepEqual(await leftovers(agent, "vm-dies"), []);
+    assert.deepEqual(await vmLeftovers(agent, "vm-dies", QEMU), []);
     assert.equal((await agent.client.listSandboxes({})).sandboxes.some((s) => s.sandboxId === "vm-dies"), false);
     // gVisor cannot hibernate: a clear refusal, and the sandbox runs on.
     await agent.client.createSandbox({ sandboxId: "gv-h", template: TEST_TEMPLATE });
     assert.equal(await codeOf(agent.client.pauseSandbox({ sandboxId: "gv-h", hibernate: true })), "InvalidArgument");
-    assert.equal((await sh(agent, "gv-h", "echo on")).stdout, "on\n");
+    assert.equal((await shAsRoot(agent, "gv-h", "echo on")).stdout, "on\n");
     await agent.client.destroySandbox({ sandboxId: "gv-h" });
     // Bad input is refused before anything is made.
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: TEST_TEMPLATE, runtime: "firecracker" })), "InvalidArgument");
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: "no-such-template", runtime: "qemu" })), "NotFound");
-    assert.deepEqual(await leftovers(agent, "vm-bad"), []);
+    assert.deepEqual(await vmLeftovers(agent, "vm-bad", QEMU), []);
   });
 });

@@ -8,7 +8,7 @@
 // translation in the sandbox's netns (addGuestLink). Firecracker reads only raw disks, so the
 // sandbox's disk is a sparse copy of the template image (a reflink where the filesystem can).
 // See docs/host-agent-firecracker.md.
-import { mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -260,12 +260,8 @@ export class FirecrackerRuntime implements RuntimeDriver {
   }
 
   async list(): Promise<RuntimeSandbox[]> {
-    const names = await readdir(this.config.stateDir).catch(() => [] as string[]);
     const found: RuntimeSandbox[] = [];
-    for (const name of names) {
-      if (!name.endsWith(".json")) continue;
-      const id = name.slice(0, -".json".length);
-      const record = await this.records.read(id);
+    for (const { id, record } of await this.records.all()) {
       if (!record || !(await isRunning(record))) {
         found.push({ id, status: "stopped" });
         continue;

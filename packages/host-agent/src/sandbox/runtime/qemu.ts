@@ -9,7 +9,7 @@
 // restore into any namespace. qemu runs inside the netns (it opens the TAP there), in a host
 // cgroup that bounds its memory and CPU. See docs/host-agent-qemu.md.
 import { existsSync } from "node:fs";
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
@@ -308,12 +308,8 @@ export class QemuRuntime implements RuntimeDriver {
   }
 
   async list(): Promise<RuntimeSandbox[]> {
-    const names = await readdir(this.config.stateDir).catch(() => [] as string[]);
     const found: RuntimeSandbox[] = [];
-    for (const name of names) {
-      if (!name.endsWith(".json")) continue;
-      const id = name.slice(0, -".json".length);
-      const record = await this.records.read(id);
+    for (const { id, record } of await this.records.all()) {
       if (record?.hibernated) {
         found.push({ id, status: existsSync(memoryFileOf(record.sandboxDir)) ? "hibernated" : "stopped" });
         continue;
@@ -342,11 +338,6 @@ export class QemuRuntime implements RuntimeDriver {
   async stateIdentity(): Promise<string> {
     const guest = (this.guest ??= await guestArtifacts(this.config.vmDir));
     return `qemu|${this.accelerator ?? "tcg"}|${guest.kernelVersion}|${guest.inputsHash}|${guest.envdHash}`;
-  }
-
-  /** The accelerator sandboxes boot with (known after probe). */
-  get acceleratorInUse(): Accelerator | undefined {
-    return this.accelerator;
   }
 
   private qmpSocket(sandboxId: string): string {

@@ -2,7 +2,7 @@
 // and start time: a pid the kernel handed to another process since is never taken for the VM.
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readCgroupLimitHits } from "../metrics/cgroup.js";
@@ -51,6 +51,13 @@ export class VmRecords<T extends VmProcess & { sandboxDir: string }> {
 
   async write(sandboxId: string, record: T): Promise<void> {
     await writeFile(this.file(sandboxId), JSON.stringify(record));
+  }
+
+  /** Every recorded sandbox: its id, and its record (undefined when unreadable). */
+  async all(): Promise<Array<{ id: string; record: T | undefined }>> {
+    const names = await readdir(this.stateDir).catch(() => [] as string[]);
+    const ids = names.filter((name) => name.endsWith(".json")).map((name) => name.slice(0, -".json".length));
+    return Promise.all(ids.map(async (id) => ({ id, record: await this.read(id) })));
   }
 
   async remove(sandboxId: string): Promise<void> {
