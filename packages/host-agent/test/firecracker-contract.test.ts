@@ -224,6 +224,14 @@ describe("the firecracker driver against a stand-in Firecracker", { skip }, () =
     assert.ok(existsSync(files.snapshotPath) && existsSync(files.memFilePath));
     await driver.resume(sandboxId);
     assert.deepEqual(await driver.list(), [{ id: sandboxId, status: "running" }]);
+    // A Firecracker whose API does not answer (busy, here stopped by a signal) lives all the same:
+    // the reaper must never take a busy VM for a dead one.
+    process.kill(start.pid, "SIGSTOP");
+    try {
+      assert.deepEqual(await driver.list(), [{ id: sandboxId, status: "running" }]);
+    } finally {
+      process.kill(start.pid, "SIGCONT");
+    }
     // Firecracker's refusal reaches the caller with its status and fault message.
     await assert.rejects(driver.snapshotCreate(sandboxId, files), (err: FirecrackerApiError) => err instanceof FirecrackerApiError && err.status === 400 && /must be paused/.test(err.message));
 

@@ -266,11 +266,13 @@ export class FirecrackerRuntime implements RuntimeDriver {
         found.push({ id, status: "stopped" });
         continue;
       }
+      // The process decides whether it lives; the API only whether it runs. An API that does not
+      // answer in time (busy with a snapshot) is alive all the same, as qemu's QMP is. "Not
+      // started": a boot that never finished, which nothing will finish now.
       const state = await this.client(id)
         .describe(3000)
         .then((info) => info.state, () => undefined);
-      // "Not started": a boot that never finished, which nothing will finish now.
-      found.push({ id, status: state === "Running" ? "running" : state === "Paused" ? "paused" : "stopped" });
+      found.push({ id, status: state === "Paused" ? "paused" : state === "Not started" ? "stopped" : "running" });
     }
     return found;
   }
