@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import http from "node:http";
-import { readdir, stat } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test, type TestContext } from "node:test";
@@ -14,7 +15,7 @@ import { mountsUnder } from "../src/sandbox/storage/rootfs.js";
 import { Cleanup } from "../src/sandbox/cleanup.js";
 import { createNetwork } from "../src/sandbox/network/namespace.js";
 import { SlotAllocator } from "../src/sandbox/network/slots.js";
-import { TEST_TEMPLATE, codeOf, terminateAgent, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
+import { TEST_TEMPLATE, codeOf, envdDir, terminateAgent, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
 
 const POOL = "10.220.0.0/26";
 
@@ -455,6 +456,33 @@ describe("a host agent out of capacity", { skip: skipAgent }, () => {
       assert.deepEqual(await readdir(path.join(greedy.dataDir, "sandboxes")), []);
     } finally {
       await terminateAgent(greedy);
+    }
+  });
+});
+
+describe("a sandbox whose envd cannot start", { skip: skipAgent }, () => {
+  test("fails its create within seconds, not at the 30 s deadline, says why with the console's words, and leaves nothing", async () => {
+    // A real envd directory whose start command names a program that is not there: tini (which the
+    // gVisor probe runs) starts, cannot exec it, and the sandbox ends at once.
+    const broken = await mkdtemp(path.join(tmpdir(), "wrenn-broken-envd-"));
+    await mkdir(path.join(broken, "bin"));
+    await copyFile(path.join(envdDir, "bin", "tini"), path.join(broken, "bin", "tini"));
+    await writeFile(path.join(broken, "envd.argv"), "bin/no-such-envd\n");
+    const agent = await startAgentProcess({ pool: "10.220.3.0/29", table: `wrenn_ab${process.pid}`, args: ["--envd-dir", broken] });
+    try {
+      const started = Date.now();
+      const failure = await agent.client.createSandbox({ sandboxId: "noenvd", template: TEST_TEMPLATE }).then(
+        () => assert.fail("a sandbox without envd was created"),
+        (err: Error) => err,
+      );
+      assert.ok(Date.now() - started < 15_000, `the create failed after ${Date.now() - started} ms, as if it waited out the deadline`);
+      assert.match(failure.message, /will never answer: the gvisor sandbox is (gone|stopped)/);
+      assert.match(failure.message, /no-such-envd/, "the console's words are not in the error");
+      assert.deepEqual((await agent.client.listSandboxes({})).sandboxes, []);
+      await assertGone(agent, "noenvd");
+    } finally {
+      await terminateAgent(agent);
+      await rm(broken, { recursive: true, force: true });
     }
   });
 });

@@ -426,7 +426,9 @@ export class SandboxManager {
       const firstToken = restore ? restore.envdAccessToken || undefined : bootToken;
       const envd = new EnvdClient({ baseUrl: `http://${network.sandboxAddress}:${ENVD_PORT}`, accessToken: firstToken, defaultUser: record.defaultUser });
       cleanup.defer("close envd client", () => envd.close());
-      await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
+      await envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS, gone: () => stoppedWhy(driver, record.runtimeId) }).catch(async (err: unknown) => {
+        throw await notReadyError(err, driver, record.runtimeId, dir);
+      });
       phase("envdReady");
       // The sandbox's own token replaces the boot token ("" leaves envd open, as the creator asked);
       // a warm sandbox keeps its boot token until it is claimed. A restored one also gets the time.
@@ -524,7 +526,9 @@ export class SandboxManager {
   /** Brings a hibernated VM back, then sets its clock: it stood still while the VM was on disk. */
   private async restoreLocked(sandbox: Sandbox): Promise<void> {
     await sandbox.driver.restore!(sandbox.record.runtimeId);
-    await sandbox.envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS });
+    await sandbox.envd.waitUntilReady({ timeoutMs: ENVD_READY_TIMEOUT_MS, gone: () => stoppedWhy(sandbox.driver, sandbox.record.runtimeId) }).catch(async (err: unknown) => {
+      throw await notReadyError(err, sandbox.driver, sandbox.record.runtimeId, sandbox.dir);
+    });
     await sandbox.envd.init({ timestamp: new Date().toISOString() });
   }
 
@@ -835,4 +839,24 @@ async function removeLeftoverDir(dir: string): Promise<void> {
   await unmountRootfs(path.join(dir, "rootfs"));
   await destroyDisk(diskOf(dir));
   await removeUnlessMounted(dir);
+}
+
+/**
+ * envd's not-ready error with what the runtime says of the sandbox (running, gone, why it
+ * stopped) and the end of its console: what an operator needs to tell a slow start from a dead one.
+ */
+async function notReadyError(err: unknown, driver: RuntimeDriver, runtimeId: string, dir: string): Promise<unknown> {
+  if (!(err instanceof Error)) return err;
+  const stopped = /will never answer/.test(err.message) ? undefined : await stoppedWhy(driver, runtimeId);
+  const tail = (await readFile(driver.consoleLog(dir), "utf8").catch(() => "")).slice(-600);
+  err.message = `${err.message}${stopped ? `; ${stopped}` : ""}; the sandbox's console ends ${JSON.stringify(tail)}`;
+  return err;
+}
+
+/** Why the runtime no longer runs the sandbox (gone, stopped, and the reason when it knows one); undefined while it runs or is frozen. */
+async function stoppedWhy(driver: RuntimeDriver, runtimeId: string): Promise<string | undefined> {
+  const listed = await driver.list().then((all) => all.find((s) => s.id === runtimeId)?.status ?? "gone", () => undefined);
+  if (listed !== "gone" && listed !== "stopped") return undefined;
+  const reason = await driver.exitReason(runtimeId).catch(() => undefined);
+  return `the ${driver.name} sandbox is ${listed}${reason ? ` (${reason})` : ""}`;
 }

@@ -78,6 +78,8 @@ const STDIN_CHUNK_BYTES = 1 << 20;
  */
 const FIRST_CONNECT_TIMEOUT_MS = 100;
 const HEALTH_ATTEMPT_TIMEOUT_MS = 1_000;
+/** How often waitUntilReady asks whether a silent envd's sandbox is still there. */
+const GONE_CHECK_INTERVAL_MS = 1_000;
 
 const basicAuth = (user: string): string => "Basic " + Buffer.from(`${user}:`).toString("base64");
 
@@ -110,10 +112,16 @@ export class EnvdClient {
     this.processes = createClient(Process, transport);
   }
 
-  /** Resolves once envd answers /health; throws EnvdUnavailableError (with the last failure) after `timeoutMs`. */
-  async waitUntilReady(options: { timeoutMs: number; intervalMs?: number }): Promise<void> {
+  /**
+   * Resolves once envd answers /health; throws EnvdUnavailableError (with the last failure) after
+   * `timeoutMs`, or as soon as `gone` (asked about once a second while envd is silent) says why
+   * envd never will (its sandbox stopped).
+   */
+  async waitUntilReady(options: { timeoutMs: number; intervalMs?: number; gone?: () => Promise<string | undefined> }): Promise<void> {
     const intervalMs = options.intervalMs ?? 10;
-    const deadline = performance.now() + options.timeoutMs;
+    const started = performance.now();
+    const deadline = started + options.timeoutMs;
+    let askedAt = started;
     let connectTimeoutMs = FIRST_CONNECT_TIMEOUT_MS;
     let attempts = 0;
     let lastError: unknown;
@@ -131,6 +139,11 @@ export class EnvdClient {
         if (!(cutByDeadline && lastError !== undefined)) lastError = err;
         // A connection that timed out may just be slow (a loaded host): give the next one longer.
         if (err instanceof EnvdError && err.cause instanceof ConnectTimeoutError) connectTimeoutMs = Math.min(connectTimeoutMs * 2, HEALTH_ATTEMPT_TIMEOUT_MS);
+      }
+      if (options.gone && performance.now() - askedAt >= GONE_CHECK_INTERVAL_MS) {
+        const why = await options.gone();
+        askedAt = performance.now();
+        if (why) throw new EnvdUnavailableError(`envd at ${this.baseUrl} will never answer: ${why}`, { cause: lastError });
       }
       const wait = Math.min(intervalMs, deadline - performance.now());
       if (wait > 0) await sleep(wait);

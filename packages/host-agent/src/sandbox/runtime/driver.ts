@@ -98,4 +98,6 @@ export interface RuntimeDriver {
   cgroupPath(sandboxId: string): string;
   /** Why a sandbox stopped by itself, when the runtime can tell (e.g. "out of memory"). */
   exitReason(sandboxId: string): Promise<string | undefined>;
+  /** The file that gets the sandbox's console (envd's own output, a VM's kernel and init). */
+  consoleLog(sandboxDir: string): string;
 }

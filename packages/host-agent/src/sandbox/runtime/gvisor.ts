@@ -222,6 +222,10 @@ export class GvisorRuntime implements RuntimeDriver {
     return `/wrenn/${sandboxId}`;
   }
 
+  consoleLog(sandboxDir: string): string {
+    return consoleLogOf(sandboxDir);
+  }
+
   /** Reads the sandbox's host cgroup before it is deleted: an OOM kill or a full pids budget. */
   async exitReason(sandboxId: string): Promise<string | undefined> {
     const hits = await readCgroupLimitHits(this.cgroupPath(sandboxId));

@@ -330,6 +330,10 @@ export class QemuRuntime implements RuntimeDriver {
     return `/wrenn/${sandboxId}`;
   }
 
+  consoleLog(sandboxDir: string): string {
+    return consoleLogOf(sandboxDir);
+  }
+
   async exitReason(sandboxId: string): Promise<string | undefined> {
     const record = await this.records.read(sandboxId);
     return vmExitReason(this.cgroupPath(sandboxId), record && consoleLogOf(record.sandboxDir));
