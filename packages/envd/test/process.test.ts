@@ -421,6 +421,14 @@ describe("access token", () => {
     assert.equal((await post(JSON.stringify({ accessToken: 5 }))).status, 400);
     assert.equal((await post(JSON.stringify({ timestamp: "yesterday-ish" }))).status, 400);
     assert.equal((await post(JSON.stringify({ timestamp: 5 }))).status, 400);
+    // A hostname is checked before anything is set (this envd runs on the test machine: a name is
+    // only ever set inside a VM, tested in host-agent/test/qemu.test.ts).
+    for (const hostname of [5, "", "two words", "a/b", "x".repeat(65), "-leading-dash", "new\nline"]) {
+      const answer = await post(JSON.stringify({ hostname, envVars: { SET_BY_A_BAD_INIT: "1" } }));
+      assert.equal(answer.status, 400, JSON.stringify(hostname));
+      assert.match(await answer.text(), /hostname must be/);
+    }
+    assert.equal((await fetch(`${envd.url}/envs`).then((r) => r.json()) as Record<string, string>).SET_BY_A_BAD_INIT, undefined, "a refused /init changed the env");
     // The host's own time: nothing to set (this envd runs on the test machine: a clock that is off
     // is only ever set inside a VM, tested in host-agent/test/qemu.test.ts).
     assert.equal((await post(JSON.stringify({ timestamp: new Date().toISOString() }))).status, 204);

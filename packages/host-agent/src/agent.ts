@@ -49,6 +49,8 @@ export interface AgentConfig {
   pidsLimit: number;
   /** Default-shape sandboxes kept booted per template, handed out by matching creates. */
   warmPool: WarmPoolTarget[];
+  /** VM runtimes save a plain template's first boot per shape; later creates restore it. */
+  vmBootSnapshots: boolean;
 }
 
 export const DEFAULT_CONFIG: Omit<AgentConfig, "dataDir" | "envdDir" | "token"> = {
@@ -65,6 +67,7 @@ export const DEFAULT_CONFIG: Omit<AgentConfig, "dataDir" | "envdDir" | "token"> 
   sandboxBaseCostMb: 128,
   pidsLimit: 16384,
   warmPool: [],
+  vmBootSnapshots: true,
 };
 
 export interface RunningAgent {
@@ -118,6 +121,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     memoryReserveMb: config.memoryReserveMb,
     sandboxBaseCostMb: config.sandboxBaseCostMb,
     warmPool: config.warmPool,
+    vmBootSnapshots: config.vmBootSnapshots,
   });
   await manager.rediscover();
   const swept = await removeOrphanNetworks(manager.runtimeIds(), firewall);

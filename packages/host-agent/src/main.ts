@@ -32,6 +32,8 @@ const { values } = parseArgs({
     "memory-reserve-mb": { type: "string", default: String(DEFAULT_CONFIG.memoryReserveMb) },
     // <template>=<count>[,…]: default-shape sandboxes kept booted, so matching creates skip the boot.
     "warm-pool": { type: "string", multiple: true, default: process.env.WRENN_AGENT_WARM_POOL ? [process.env.WRENN_AGENT_WARM_POOL] : [] },
+    // on | off: VM runtimes save a plain template's first boot (per shape) and restore it after.
+    "vm-boot-snapshots": { type: "string", default: process.env.WRENN_VM_BOOT_SNAPSHOTS ?? "on" },
   },
 });
 
@@ -45,6 +47,11 @@ async function hostToken(dataDir: string): Promise<string> {
   await writeFile(file, `${token}\n`, { mode: 0o600 });
   logger.info({ file }, "generated a host token");
   return token;
+}
+
+function onOff(flag: string, value: string): boolean {
+  if (value !== "on" && value !== "off") throw new Error(`--${flag} must be on or off, got ${JSON.stringify(value)}`);
+  return value === "on";
 }
 
 function qemuAccelerator(value: string | undefined): "kvm" | "tcg" | undefined {
@@ -72,6 +79,7 @@ const config: AgentConfig = {
   metricsIntervalMs: Number(values["metrics-interval-ms"]),
   memoryReserveMb: Number(values["memory-reserve-mb"]),
   warmPool: parseWarmPoolTargets(values["warm-pool"]!),
+  vmBootSnapshots: onOff("vm-boot-snapshots", values["vm-boot-snapshots"]!),
 };
 
 process.on("unhandledRejection", (err) => logger.fatal({ err }, "unhandled rejection"));

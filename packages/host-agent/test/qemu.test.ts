@@ -3,8 +3,9 @@
 // are few and shared between checks, and the two that run at once are booted together.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { runCommand } from "../src/exec/command.js";
 import { TEST_TEMPLATE, codeOf, terminateAgent, repoRoot, skipAgent, startAgentProcess, text, type AgentUnderTest } from "./agent-harness.js";
@@ -20,11 +21,30 @@ const QEMU: Vmm = {
   isProcessOf: (line, id) => line.includes("qemu-system") && line.includes(`wrenn-${id}`),
 };
 
+/**
+ * The status of envd's /envs on a sandbox's address with `token`. Known, not yet understood: the
+ * first connection from a new peer to a VM restored from memory is sometimes reset (seen 2 times
+ * in 4 runs; the agent's client retries such a connection). Retried once here, and counted in
+ * `resets`, so the token check itself stays exact.
+ */
+async function envdStatusWith(hostIp: string, token: string, resets: { count: number }): Promise<number | string> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return (await fetch(`http://${hostIp}:49983/envs`, { headers: { "x-access-token": token } })).status;
+    } catch (err) {
+      const cause = (err as Error & { cause?: NodeJS.ErrnoException }).cause;
+      if (attempt > 0 || cause?.code !== "ECONNRESET") return `${(err as Error).message}: ${cause?.message}`;
+      resets.count++;
+    }
+  }
+}
+
 describe("the qemu runtime (microVMs)", { skip }, () => {
   let agent: AgentUnderTest;
 
   before(async () => {
-    agent = await startAgentProcess({ pool: POOL, table: `wrenn_qemu${process.pid}`, host: "0.0.0.0" });
+    // Boot snapshots off: each test here boots what it says; they have a test (and an agent) of their own below.
+    agent = await startAgentProcess({ pool: POOL, table: `wrenn_qemu${process.pid}`, host: "0.0.0.0", args: ["--vm-boot-snapshots", "off"] });
   });
 
   after(async () => {
@@ -167,40 +187,27 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     const clones = await Promise.all(
       ["vm-c1", "vm-c2"].map(async (sandboxId) => {
         await agent.client.createSandbox({ sandboxId, template: "vm-mem", runtime: "qemu", envdAccessToken: `${sandboxId}-token` });
-        return shAsRoot(agent, sandboxId, `kill -0 ${pid} && echo alive; cat /root/mark.txt; date +%s`);
+        return { sandboxId, ...(await shAsRoot(agent, sandboxId, `kill -0 ${pid} && echo alive; cat /root/mark.txt; date +%s; hostname`)) };
       }),
     );
     const restoreMs = performance.now() - started; // both at once; the speed is bench-qemu's figure
     t.diagnostic(`cold boot → first command ${Math.round(coldMs)} ms; two restores at once → first command ${Math.round(restoreMs)} ms`);
     for (const clone of clones) {
-      const [alive, mark, now] = clone.stdout.trim().split("\n");
+      const [alive, mark, now, hostname] = clone.stdout.trim().split("\n");
       assert.equal(alive, "alive", "the snapshot's process runs on in each copy, same PID");
       assert.equal(mark, "from-the-source");
       assert.ok(Math.abs(Number(now) - Date.now() / 1000) < 3, "the copy's clock is the host's");
+      assert.equal(hostname, clone.sandboxId, "the copy's own hostname, not the source's");
     }
     // Each copy is its own: a write in one is not in the other, nor in the template.
     await shAsRoot(agent, "vm-c1", "echo only-c1 > /root/mark.txt");
     assert.equal((await shAsRoot(agent, "vm-c2", "cat /root/mark.txt")).stdout, "from-the-source\n");
     // The copy answers to its own token, not the source's.
     const c1 = (await agent.client.listSandboxes({})).sandboxes.find((s) => s.sandboxId === "vm-c1")!;
-    // Known, not yet understood: the first connection from a new peer to a fresh copy is sometimes
-    // reset (seen 2 times in 4 runs; the agent's client retries such a connection). Retried once
-    // here, and counted, so the token check itself stays exact.
-    let resets = 0;
-    const statusWith = async (token: string): Promise<number | string> => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return (await fetch(`http://${c1.hostIp}:49983/envs`, { headers: { "x-access-token": token } })).status;
-        } catch (err) {
-          const cause = (err as Error & { cause?: NodeJS.ErrnoException }).cause;
-          if (attempt > 0 || cause?.code !== "ECONNRESET") return `${(err as Error).message}: ${cause?.message}`;
-          resets++;
-        }
-      }
-    };
-    assert.equal(await statusWith("source-token"), 401);
-    assert.equal(await statusWith("vm-c1-token"), 200);
-    t.diagnostic(`connections reset on first contact: ${resets}`);
+    const resets = { count: 0 };
+    assert.equal(await envdStatusWith(c1.hostIp, "source-token", resets), 401);
+    assert.equal(await envdStatusWith(c1.hostIp, "vm-c1-token", resets), 200);
+    t.diagnostic(`connections reset on first contact: ${resets.count}`);
 
     // The template can not go while copies use it; then everything goes.
     assert.notEqual(await codeOf(agent.client.deleteSnapshot({ name: "vm-mem" })), "OK");
@@ -234,5 +241,75 @@ describe("the qemu runtime (microVMs)", { skip }, () => {
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: TEST_TEMPLATE, runtime: "firecracker" })), "InvalidArgument");
     assert.equal(await codeOf(agent.client.createSandbox({ sandboxId: "vm-bad", template: "no-such-template", runtime: "qemu" })), "NotFound");
     assert.deepEqual(await vmLeftovers(agent, "vm-bad", QEMU), []);
+  });
+});
+
+describe("a plain template's boot snapshot (qemu)", { skip }, () => {
+  test("the first VM of a shape boots, its first boot is saved beside the template, and later ones restore it, each with its own name, token, env and disk", async (t) => {
+    const agent = await startAgentProcess({ pool: "10.219.0.32/27", table: `wrenn_qboot${process.pid}`, host: "0.0.0.0", args: ["--vm-boot-snapshots", "on"] });
+    const shape = { template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256, diskSizeMb: 512 };
+    const ids = ["vm-first", "vm-r1", "vm-r2"];
+    const bootDir = path.join(agent.dataDir, "templates", TEST_TEMPLATE, "vm-boot");
+    const saved = async () => (await readdir(bootDir).catch(() => [] as string[])).filter((name) => existsSync(path.join(bootDir, name, "vm.json")));
+    try {
+      let started = performance.now();
+      await agent.client.createSandbox({ sandboxId: "vm-first", ...shape });
+      // Which boot a VM runs: the hostname its kernel was booted with (restored, it is the saved VM's).
+      const bootedAs = "grep -o 'wrenn.hostname=[^ ]*' /proc/cmdline";
+      assert.equal((await shAsRoot(agent, "vm-first", bootedAs)).stdout.trim(), "wrenn.hostname=vm-first");
+      const coldMs = performance.now() - started;
+
+      // Saved in the background from a VM of its own (booted after the first create answered).
+      const deadline = Date.now() + 120_000;
+      while ((await saved()).length === 0 && Date.now() < deadline) await sleep(250);
+      const keys = await saved();
+      assert.equal(keys.length, 1, `boot snapshots: ${keys.join(", ")}`);
+      assert.match(keys[0]!, /^qemu-256m-1c-512d-[0-9a-f]{12}$/);
+      const state = JSON.parse(await readFile(path.join(bootDir, keys[0]!, "vm.json"), "utf8")) as { envdAccessToken: string; sourceSandbox: string };
+      assert.match(state.sourceSandbox, /^boot-/);
+      assert.deepEqual(await vmLeftovers(agent, state.sourceSandbox, QEMU), [], "the VM it was saved from is gone");
+      assert.deepEqual((await readdir(bootDir)).filter((name) => name.includes(".saving-")), []);
+
+      started = performance.now();
+      const restored = await Promise.all(
+        ["vm-r1", "vm-r2"].map(async (sandboxId) => {
+          await agent.client.createSandbox({ sandboxId, ...shape, envVars: { WHO: sandboxId }, envdAccessToken: `${sandboxId}-token` });
+          const out = await shAsRoot(agent, sandboxId, `${bootedAs}; ` + 'hostname; cat /etc/hostname; grep -c "[[:space:]]$(hostname)$" /etc/hosts; echo "$WHO"; date +%s; df -m / | tail -1');
+          return out.stdout.trim().split("\n");
+        }),
+      );
+      t.diagnostic(`cold boot → first command ${Math.round(coldMs)} ms; two restores of the boot snapshot at once → first command ${Math.round(performance.now() - started)} ms`);
+      const [r1, r2] = restored as [string[], string[]];
+      // Both woke from the one saved boot, not from a boot of their own.
+      assert.equal(r1[0], `wrenn.hostname=${state.sourceSandbox}`);
+      assert.equal(r2[0], `wrenn.hostname=${state.sourceSandbox}`);
+      for (const [sandboxId, [, hostname, etcHostname, hostsLines, who, now, df]] of [["vm-r1", r1], ["vm-r2", r2]] as const) {
+        assert.equal(hostname, sandboxId, "its own hostname, not the saved VM's");
+        assert.equal(etcHostname, sandboxId);
+        assert.equal(hostsLines, "1", "/etc/hosts names it");
+        assert.equal(who, sandboxId, "its own env");
+        assert.ok(Math.abs(Number(now) - Date.now() / 1000) < 3, "its clock is the host's");
+        const sizeMb = Number(df!.split(/\s+/)[1]);
+        assert.ok(sizeMb > 400 && sizeMb <= 512, `root filesystem of ${sizeMb} MiB for a 512 MiB disk`);
+      }
+      // Its own token: the saved VM's boot token opens nothing.
+      const r1Ip = (await agent.client.listSandboxes({})).sandboxes.find((s) => s.sandboxId === "vm-r1")!.hostIp;
+      const resets = { count: 0 };
+      assert.equal(await envdStatusWith(r1Ip, state.envdAccessToken, resets), 401);
+      assert.equal(await envdStatusWith(r1Ip, "vm-r1-token", resets), 200);
+      t.diagnostic(`connections reset on first contact: ${resets.count}`);
+      // Its own disk.
+      await shAsRoot(agent, "vm-r1", "echo only-r1 > /root/mark.txt");
+      assert.equal((await shAsRoot(agent, "vm-r2", "cat /root/mark.txt 2>/dev/null || echo none")).stdout, "none\n");
+
+      // The boot snapshot goes with its template.
+      for (const sandboxId of ids) await agent.client.destroySandbox({ sandboxId });
+      await agent.client.deleteSnapshot({ name: TEST_TEMPLATE });
+      assert.ok(!existsSync(path.dirname(bootDir)));
+      for (const sandboxId of ids) assert.deepEqual(await vmLeftovers(agent, sandboxId, QEMU), []);
+    } finally {
+      for (const sandboxId of ids) await agent.client.destroySandbox({ sandboxId }).catch(() => undefined);
+      await terminateAgent(agent);
+    }
   });
 });

@@ -2,8 +2,8 @@
 // (template + private disk + overlay rootfs, netns + firewall, runtime, envd) with an undo stack,
 // tears one down from its record alone (so it works after a restart too), and serializes lifecycle
 // operations per sandbox.
-import { randomBytes } from "node:crypto";
-import { mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Mutex } from "async-mutex";
@@ -67,6 +67,18 @@ export interface ManagerOptions {
   sandboxBaseCostMb: number;
   /** Default-shape sandboxes to keep booted per template; none when empty. */
   warmPool?: readonly WarmPoolTarget[];
+  /**
+   * Whether a VM runtime that can save memory keeps a plain template's first boot (per shape), so
+   * that later sandboxes from it restore instead of booting (default: true).
+   */
+  vmBootSnapshots?: boolean;
+}
+
+/** The size of a VM, which its saved memory fixes: a boot snapshot serves creates of this shape. */
+interface VmShape {
+  memoryMb: number;
+  vcpus: number;
+  diskSizeMb: number;
 }
 
 /** One live sandbox: its record and handles on its parts. */
@@ -80,6 +92,8 @@ export interface Sandbox {
   driver: RuntimeDriver;
   /** Set when create handed out a sandbox from the warm pool. */
   fromWarmPool?: boolean;
+  /** Set on a VM that booted because its template had no boot snapshot for its shape: the key to save one under. */
+  bootSnapshotWanted?: { key: string; shape: VmShape };
 }
 
 interface SandboxPlan {
@@ -87,6 +101,8 @@ interface SandboxPlan {
   driver: RuntimeDriver;
   envVars: Record<string, string>;
   writableMb: number;
+  /** Boot even where a boot snapshot could be restored (the VM that makes one). */
+  coldBoot?: boolean;
 }
 
 export class SandboxManager {
@@ -102,6 +118,10 @@ export class SandboxManager {
   private readonly creating = new Set<Promise<unknown>>();
   /** Told when a sandbox stops being reachable (the port proxy drops its connections to it). */
   onUnreachable?: (sandboxId: string, destroyed: boolean) => void;
+  /** Boot snapshots being saved, by `<template>/<key>` (settled, never rejecting). */
+  private readonly savingBoots = new Map<string, Promise<void>>();
+  /** The VMs those are saved from: not sandboxes of anyone's, but their parts are this host's. */
+  private readonly bootSnapshotVms = new Set<Sandbox>();
 
   constructor(private readonly options: ManagerOptions) {
     this.warmPool = new WarmPool(options.warmPool ?? [], {
@@ -205,6 +225,7 @@ export class SandboxManager {
       const phases: Record<string, number> = {};
       const sandbox = await this.build(plan, phases);
       log.info({ sandboxId, template: plan.record.template, phases }, "sandbox created");
+      if (sandbox.bootSnapshotWanted) this.saveBootSnapshotLater(plan.record.template, plan.driver, sandbox.bootSnapshotWanted);
       return sandbox;
     });
   }
@@ -298,9 +319,67 @@ export class SandboxManager {
     return runtimeId;
   }
 
-  /** Deletes a template, first giving back the warm sandboxes that hold it. */
+  /** Deletes a template, first giving back the warm sandboxes that hold it and waiting for its boot snapshots in the making. */
   async deleteTemplate(name: string): Promise<void> {
+    await Promise.all([...this.savingBoots].filter(([id]) => id.startsWith(`${name}/`)).map(([, saving]) => saving));
     await this.warmPool.withTemplateReleased(name, () => this.options.templates.delete(name));
+  }
+
+  /**
+   * After a VM booted from a plain template: in the background, boots one more of the same shape,
+   * saves its memory and disk as soon as envd answers (before any /init: no one's token, env or
+   * files are in it) into the template's `vm-boot/`, and removes it. Later creates of that shape
+   * restore it (build), as from a memory-snapshot template. Best effort: a failure is logged and
+   * creates keep booting.
+   */
+  private saveBootSnapshotLater(template: string, driver: RuntimeDriver, wanted: { key: string; shape: VmShape }): void {
+    const id = `${template}/${wanted.key}`;
+    if (this.closing || this.savingBoots.has(id)) return;
+    const saving = this.saveBootSnapshot(template, driver, wanted)
+      .catch((err: unknown) => log.warn({ template, key: wanted.key, err }, "saving the template's boot snapshot failed; sandboxes from it boot"))
+      .finally(() => this.savingBoots.delete(id));
+    this.savingBoots.set(id, saving);
+  }
+
+  private async saveBootSnapshot(template: string, driver: RuntimeDriver, { key, shape }: { key: string; shape: VmShape }): Promise<void> {
+    const { templates } = this.options;
+    const target = templates.bootStateDir(template, key);
+    if (templates.bootState(template, key)) return;
+    if (!(await this.hasRoomForWarm())) {
+      log.info({ template, key }, "no room on this host to save a boot snapshot now");
+      return;
+    }
+    const started = performance.now();
+    const runtimeId = this.freeRuntimeId(`boot-${newSandboxId().slice(0, 12)}`);
+    const plan = await this.plan(runtimeId, { template, runtime: driver.name, ...shape });
+    plan.record.warm = true; // not registered, keeps its boot token, not taken back after a restart
+    plan.coldBoot = true;
+    const vm = await this.build(plan, {});
+    this.bootSnapshotVms.add(vm);
+    const staging = `${target}.saving-${runtimeId}`;
+    try {
+      await mkdir(staging, { recursive: true, mode: 0o700 });
+      await this.flushWrites(vm);
+      vm.envd.dropIdleConnections();
+      await driver.saveState!(runtimeId, path.join(staging, "memory.state"), { runOnFailure: false });
+      // -U: qemu holds the image's lock; the VM is stopped and its disk flushed.
+      await runCommand("qemu-img", ["convert", "-U", "-O", "raw", vm.disk.imagePath, path.join(staging, BLOCK_IMAGE_NAME)], { timeoutMs: 10 * 60_000 });
+      const state: Omit<VmTemplateState, "stateFile"> = {
+        identity: await driver.stateIdentity!(),
+        memoryMb: vm.record.memoryMb,
+        vcpus: vm.record.vcpus,
+        diskSizeMb: vm.disk.sizeMb,
+        envdAccessToken: vm.record.envdAccessToken,
+        sourceSandbox: runtimeId,
+      };
+      await writeFile(path.join(staging, "vm.json"), JSON.stringify(state, null, 2), { mode: 0o600 });
+      await rename(staging, target);
+      log.info({ template, key, ms: Math.round(performance.now() - started) }, "template boot snapshot saved");
+    } finally {
+      this.bootSnapshotVms.delete(vm);
+      await this.teardown(vm);
+      await rm(staging, { recursive: true, force: true });
+    }
   }
 
   /** Validates a create request against the host and decides every value; creates nothing. */
@@ -379,17 +458,31 @@ export class SandboxManager {
       let disk: SandboxDisk;
       let rootfs: BootRequest["rootfs"];
       let restore: VmTemplateState | undefined;
+      let bootSnapshotWanted: Sandbox["bootSnapshotWanted"];
       if (driver.rootfsKind === "block") {
         // A VM: its disk is an overlay of the template's image that the driver makes; the guest's
         // init writes its hostname and resolv.conf. Nothing is mounted on the host. A template with
         // a memory snapshot this driver can restore starts from it: same memory, vCPUs and disk size.
-        const image = await templates.blockImage(record.template);
+        let image = await templates.blockImage(record.template);
         const saved = templates.vmState(record.template);
-        if (saved && driver.stateIdentity && saved.identity === (await driver.stateIdentity())) {
+        const identity = driver.stateIdentity && driver.saveState ? await driver.stateIdentity() : undefined;
+        if (saved && identity !== undefined && saved.identity === identity) {
           restore = saved;
           Object.assign(record, { memoryMb: saved.memoryMb, vcpus: saved.vcpus, diskSizeMb: saved.diskSizeMb });
         } else if (saved) log.warn({ template: record.template }, "the template's memory snapshot was taken with another guest or accelerator; booting instead");
-        disk = vmDiskOf(dir, restore ? saved!.diskSizeMb : Math.max(record.diskSizeMb, Math.ceil((await stat(image)).size / 2 ** 20)));
+        let diskSizeMb = restore ? restore.diskSizeMb : Math.max(record.diskSizeMb, Math.ceil((await stat(image)).size / 2 ** 20));
+        if (!saved && identity !== undefined && this.options.vmBootSnapshots !== false && !plan.coldBoot) {
+          // A plain template: its boot snapshot for this shape, if one was saved under this guest.
+          const shape = { memoryMb: record.memoryMb, vcpus: record.vcpus, diskSizeMb };
+          const key = bootSnapshotKey(driver.name, shape, identity);
+          const boot = templates.bootState(record.template, key);
+          if (boot && boot.identity === identity) {
+            restore = boot;
+            image = boot.image;
+            diskSizeMb = boot.diskSizeMb;
+          } else bootSnapshotWanted = { key, shape };
+        }
+        disk = vmDiskOf(dir, diskSizeMb);
         rootfs = { kind: "block", path: image, disk: { path: disk.imagePath, sizeMb: disk.sizeMb } };
         record.defaultUser = (await hasUserInLayers(templates.layers(record.template), "user")) ? "user" : "root";
         phase("disk");
@@ -433,13 +526,14 @@ export class SandboxManager {
       // The sandbox's own token replaces the boot token ("" leaves envd open, as the creator asked);
       // a warm sandbox keeps its boot token until it is claimed. A restored one also gets the time.
       if (restore) {
-        await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser, timestamp: new Date().toISOString() });
+        // It wakes as the VM it was saved from: its own name too.
+        await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser, timestamp: new Date().toISOString(), hostname: record.id });
       } else if (record.envdAccessToken !== bootToken || Object.keys(plan.envVars).length > 0) {
         await envd.init({ envVars: plan.envVars, accessToken: record.envdAccessToken, defaultUser: record.defaultUser });
       }
       await writeRecord(dir, record);
       phase("initAndRecord");
-      const sandbox: Sandbox = { record, dir, network, disk, rootfsDir, envd, driver };
+      const sandbox: Sandbox = { record, dir, network, disk, rootfsDir, envd, driver, bootSnapshotWanted };
       if (!record.warm) this.register(sandbox);
       return sandbox;
     });
@@ -765,6 +859,7 @@ export class SandboxManager {
     // processes) behind a departed agent: let it finish first, then destroy it with the rest.
     this.closing = true;
     await Promise.all(this.creating);
+    await Promise.all(this.savingBoots.values());
     await this.warmPool.drain();
     const results = await Promise.allSettled(this.list().map((sandbox) => this.destroy(sandbox.record.id)));
     for (const result of results) if (result.status === "rejected") log.error({ err: result.reason }, "destroy during terminate failed");
@@ -772,8 +867,14 @@ export class SandboxManager {
 
   /** The names the parts of every sandbox here carry (warm ones included), for orphan sweeps. */
   runtimeIds(): Set<string> {
-    return new Set([...this.list(), ...this.warmPool.all()].map((sandbox) => sandbox.record.runtimeId));
+    return new Set([...this.list(), ...this.warmPool.all(), ...this.bootSnapshotVms].map((sandbox) => sandbox.record.runtimeId));
   }
+}
+
+/** Names a boot snapshot: the runtime, the shape its memory fixes, and the guest it runs (hashed). */
+function bootSnapshotKey(runtime: string, shape: VmShape, identity: string): string {
+  const guest = createHash("sha256").update(identity).digest("hex").slice(0, 12);
+  return `${runtime}-${shape.memoryMb}m-${shape.vcpus}c-${shape.diskSizeMb}d-${guest}`;
 }
 
 function checkTimeout(timeoutSec: number): number {

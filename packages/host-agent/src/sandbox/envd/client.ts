@@ -27,6 +27,8 @@ export interface InitOptions {
   defaultWorkdir?: string;
   /** The host's time (RFC 3339): envd sets the sandbox's clock to it when it is off (after a restore). */
   timestamp?: string;
+  /** The sandbox's hostname: envd renames the machine (a VM restored from another's memory). */
+  hostname?: string;
 }
 
 export interface ExecRequest {
@@ -177,6 +179,7 @@ export class EnvdClient {
       defaultUser: options.defaultUser,
       defaultWorkdir: options.defaultWorkdir,
       timestamp: options.timestamp,
+      hostname: options.hostname,
     });
     const response = await sendHttp(this.agent, this.baseUrl, {
       method: "POST",

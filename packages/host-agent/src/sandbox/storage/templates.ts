@@ -6,7 +6,7 @@
 // checked and a template acquired with no await in between; copies and removals are not.
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readdir, rename, rmdir, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
@@ -96,6 +96,12 @@ export function validateTemplateName(name: string): void {
 /** Where a VM snapshot template keeps its memory state and what it was taken with. */
 export const VM_STATE_DIR = "vm-state";
 
+/**
+ * Where a plain template keeps the memory of a VM saved right after its first boot, one per runtime,
+ * shape and guest (`vm-boot/<key>/`: vm.json, memory.state and the disk it was saved with).
+ */
+export const VM_BOOT_DIR = "vm-boot";
+
 /** A VM template's memory snapshot: restored into each sandbox made from it. */
 export interface VmTemplateState {
   stateFile: string;
@@ -183,15 +189,21 @@ export class TemplateStore {
 
   /** The memory snapshot a VM template carries (`vm-state/`), or undefined for a filesystem-only template. */
   vmState(name: string): VmTemplateState | undefined {
-    const dir = path.join(this.dir, name, VM_STATE_DIR);
-    let text: string;
-    try {
-      text = readFileSync(path.join(dir, "vm.json"), "utf8");
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-    return { ...(JSON.parse(text) as Omit<VmTemplateState, "stateFile">), stateFile: path.join(dir, "memory.state") };
+    validateTemplateName(name);
+    return readVmState(path.join(this.dir, name, VM_STATE_DIR));
+  }
+
+  /** Where the template's boot snapshot for `key` (runtime, shape, guest) lives, made or not. */
+  bootStateDir(name: string, key: string): string {
+    validateTemplateName(name);
+    return path.join(this.dir, name, VM_BOOT_DIR, key);
+  }
+
+  /** The template's boot snapshot for `key` and the disk image it was saved with, or undefined. */
+  bootState(name: string, key: string): (VmTemplateState & { image: string }) | undefined {
+    const dir = this.bootStateDir(name, key);
+    const state = readVmState(dir);
+    return state && { ...state, image: path.join(dir, BLOCK_IMAGE_NAME) };
   }
 
   /**
@@ -375,8 +387,24 @@ export class TemplateStore {
     }
     for (const entry of entries) {
       if (entry.startsWith(TEMP_PREFIX) || entry.startsWith(TRASH_PREFIX)) await removeUnlessMounted(path.join(this.dir, entry));
+      // A boot snapshot whose saving an agent stop cut short.
+      const boots = path.join(this.dir, entry, VM_BOOT_DIR);
+      for (const boot of await readdir(boots).catch(() => [] as string[])) {
+        if (boot.includes(".saving-")) await rm(path.join(boots, boot), { recursive: true, force: true });
+      }
     }
   }
+}
+
+function readVmState(dir: string): VmTemplateState | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path.join(dir, "vm.json"), "utf8");
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+  return { ...(JSON.parse(text) as Omit<VmTemplateState, "stateFile">), stateFile: path.join(dir, "memory.state") };
 }
 
 /**
