@@ -2,8 +2,8 @@
 // microVMs where build/vm is built): the create's `runtime` is validated, placement only picks
 // hosts that offer it (a fake host row that offers gVisor alone, and would win otherwise, is
 // passed over; no create is ever sent to it), no host offering it is a 409 that leaves nothing
-// behind, and the row and its views say what the sandbox runs on. One VM in the whole file: TCG
-// boots are slow and take a CPU.
+// behind, and the row and its views say what the sandbox runs on; a VM's pause (and its idle
+// timeout) hibernates it. One VM in the whole file: TCG boots are slow and take a CPU.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -126,6 +126,29 @@ describe("a sandbox's runtime through the API", { skip: skipAgent }, () => {
       assert.equal(got.body.runtime, "qemu");
       assert.equal(got.body.state, "running");
       assert.equal((await allSandboxes()).find((sandbox) => sandbox.id === id)?.runtime, "qemu");
+
+      // Pause hibernates a VM (as E2B's pause persists a sandbox): no process on its host, its
+      // memory on the host's disk; resume brings the same processes back.
+      const agent = stack.agents[0]!.agent;
+      const statusOnAgent = async () => (await agent.client.listSandboxes({})).sandboxes.find((sandbox) => sandbox.sandboxId === id)?.status;
+      const sleeper = await call("POST", `/v1/sandboxes/${id}/exec`, { cmd: "/bin/sh", args: ["-c", "sleep 600 >/dev/null 2>&1 & echo $!"] });
+      const pid = (sleeper.body.stdout as string).trim();
+      const paused = await call("POST", `/v1/sandboxes/${id}/pause`, {});
+      assert.equal(paused.status, 200, JSON.stringify(paused.body));
+      assert.equal(paused.body.state, "paused");
+      assert.equal(await statusOnAgent(), "hibernated");
+      const resumed = await call("POST", `/v1/sandboxes/${id}/resume`, {});
+      assert.equal(resumed.status, 200, JSON.stringify(resumed.body));
+      assert.equal(await statusOnAgent(), "running");
+      const alive = await call("POST", `/v1/sandboxes/${id}/exec`, { cmd: "/bin/sh", args: ["-c", `kill -0 ${pid} && echo alive`] });
+      assert.equal(alive.body.stdout, "alive\n", "the process from before the pause runs on");
+      // Idle past its timeout, its host hibernates it too; the API says paused.
+      assert.equal((await call("POST", `/v1/sandboxes/${id}/timeout`, { timeoutSec: 1 })).status, 200);
+      const deadline = Date.now() + 60_000;
+      while ((await statusOnAgent()) !== "hibernated" && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(await statusOnAgent(), "hibernated", "the idle VM was not hibernated");
+      while ((await call("GET", `/v1/sandboxes/${id}`)).body.state !== "paused" && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal((await call("GET", `/v1/sandboxes/${id}`)).body.state, "paused");
     } finally {
       const deleted = await call("DELETE", `/v1/sandboxes/${id}`);
       assert.equal(deleted.status, 200, JSON.stringify(deleted.body));

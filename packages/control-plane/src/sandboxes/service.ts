@@ -13,7 +13,7 @@ import type { PendingAudit } from "../db/audit.js";
 import type { MetricPoint } from "../db/metrics.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
 import { InvalidCursorError, type SandboxJsonPage } from "../db/sandboxes.js";
-import { METRIC_TIERS, isSandboxRuntime, type Host, type MetricTier, type OnTimeout, type Sandbox, type SandboxRuntime, type SandboxStatus, type Template } from "../db/schema.js";
+import { HIBERNATING_RUNTIMES, METRIC_TIERS, isSandboxRuntime, type Host, type MetricTier, type OnTimeout, type Sandbox, type SandboxRuntime, type SandboxStatus, type Template } from "../db/schema.js";
 import { WrennError } from "../errors.js";
 import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.js";
 import type { HostRegistry } from "../hosts/registry.js";
@@ -332,7 +332,11 @@ export class SandboxService {
     throw new WrennError("conflict", `sandbox ${sandboxId} keeps changing state; try again`);
   }
 
-  /** Freezes a running sandbox (conflict when it is already paused). Its metrics are saved first. */
+  /**
+   * Freezes a running sandbox (conflict when it is already paused). Its metrics are saved first. A
+   * VM that can hibernates, as E2B's pause persists a sandbox: its memory goes to its host's disk
+   * and the host's memory and CPU are freed; resume restores the same processes.
+   */
   async pause(teamId: string, sandboxId: string): Promise<Sandbox> {
     const sandbox = await this.get(teamId, sandboxId);
     if (sandbox.status === "paused") throw new WrennError("conflict", `sandbox ${sandboxId} is already paused`);
@@ -343,7 +347,8 @@ export class SandboxService {
     if (!marked) throw new WrennError("conflict", `sandbox ${sandboxId} changed state meanwhile; try again`);
     await this.options.hooks?.afterMarkPaused?.("pause", marked);
     try {
-      await callAgent(client.pauseSandbox({ sandboxId }), host.id);
+      const hibernate = sandbox.runtime !== null && HIBERNATING_RUNTIMES.has(sandbox.runtime);
+      await callAgent(client.pauseSandbox({ sandboxId, hibernate }), host.id);
     } catch (err) {
       await this.revertMark(sandbox, err);
       throw err;

@@ -741,7 +741,9 @@ export class SandboxManager {
             log.info({ sandboxId: record.id, idleSec }, "sandbox killed after its timeout");
             return;
           }
-          await this.pauseLocked(sandbox);
+          // A VM that can hibernates: an idle sandbox should hold no host memory (resume restores it).
+          if (sandbox.driver.hibernate) await this.hibernateLocked(sandbox);
+          else await this.pauseLocked(sandbox);
           this.autoPaused.push(record.id);
           log.info({ sandboxId: record.id, idleSec }, "sandbox auto-paused");
         });
