@@ -17,7 +17,7 @@ import { runCommand } from "../src/exec/command.js";
 import { Cleanup } from "../src/sandbox/cleanup.js";
 import type { BootRequest } from "../src/sandbox/runtime/driver.js";
 import { FirecrackerApiError } from "../src/sandbox/runtime/firecracker-api.js";
-import { FirecrackerRuntime, instanceId, kvmProbeConfig } from "../src/sandbox/runtime/firecracker.js";
+import { FirecrackerRuntime, hibernationFilesOf, instanceId, kvmProbeConfig } from "../src/sandbox/runtime/firecracker.js";
 import { GUEST_MAC, kernelCommandLine } from "../src/sandbox/runtime/qemu-guest.js";
 import type { RecordedRequest, RecordedStart } from "./fake-firecracker.js";
 import { FirecrackerSpec } from "./firecracker-spec.js";
@@ -295,6 +295,54 @@ describe("the firecracker driver against a stand-in Firecracker", { skip }, () =
         ["PUT", "/snapshot/load", loadBody(false), 204],
       ],
     );
+  });
+
+  test("hibernate snapshots the VM beside its disk and ends Firecracker; restore loads it into a fresh one, running; a failed restore stays hibernated", async (t) => {
+    const ns = await namespace(t, "-hib");
+    const recordFile = path.join(work, "hibernate.jsonl");
+    const driver = driverWith(await standIn(work, "firecracker-hib", recordFile));
+    const sandboxId = `fc-hib-${process.pid}`;
+    const request = await bootRequest(sandboxId, ns);
+    const files = hibernationFilesOf(request.sandboxDir);
+    const cleanup = new Cleanup();
+    t.after(() => cleanup.run());
+    await driver.boot(request, cleanup);
+    const booted = recorded(recordFile).start;
+
+    await driver.hibernate(sandboxId);
+    assert.deepEqual(await driver.list(), [{ id: sandboxId, status: "hibernated" }]);
+    assert.ok(existsSync(files.snapshotPath) && existsSync(files.memFilePath), "the snapshot is beside the disk");
+    assert.ok(existsSync(request.rootfs.disk!.path), "the disk stays");
+    assert.deepEqual(await leftovers(sandboxId, booted.pid), ["state/" + `${sandboxId}.json`], "only its record is left: no process, cgroup or socket");
+
+    // A Firecracker that dies at start: the restore fails, the sandbox stays hibernated, its snapshot kept.
+    const failing = driverWith(await standIn(work, "firecracker-hib-dies", path.join(work, "hibernate-dies.jsonl"), ["--exit-at-start"]));
+    await assert.rejects(failing.restore(sandboxId), /firecracker exited with 1 before its API answered/);
+    assert.deepEqual(await driver.list(), [{ id: sandboxId, status: "hibernated" }]);
+    assert.ok(existsSync(files.snapshotPath) && existsSync(files.memFilePath), "a failed restore kept the snapshot");
+
+    await driver.restore(sandboxId);
+    assert.deepEqual(await driver.list(), [{ id: sandboxId, status: "running" }]);
+    assert.ok(!existsSync(files.snapshotPath) && !existsSync(files.memFilePath), "the snapshot is removed once loaded");
+    const { starts, requests } = recorded(recordFile);
+    assert.equal(starts.length, 2);
+    assert.equal(starts[1]!.netns, await netnsInode(ns), "restored in the sandbox's own namespace (its TAP is there)");
+    assert.match(await cgroupOf(starts[1]!.pid), new RegExp(`/wrenn/${sandboxId}$`, "m"));
+    assert.deepEqual(contractProblems(requests), []);
+    const snapshotBody = { snapshot_type: "Full", snapshot_path: files.snapshotPath, mem_file_path: files.memFilePath };
+    const loadBody = { snapshot_path: files.snapshotPath, mem_backend: { backend_type: "File", backend_path: files.memFilePath }, resume_vm: true };
+    assert.deepEqual(
+      requests.filter((r) => r.path === "/vm" || r.path.startsWith("/snapshot")).map((r) => [r.method, r.path, r.body, r.status]),
+      [
+        ["PATCH", "/vm", { state: "Paused" }, 204],
+        ["PUT", "/snapshot/create", snapshotBody, 204],
+        ["PUT", "/snapshot/load", loadBody, 204],
+      ],
+    );
+
+    await driver.stop(sandboxId);
+    for (const start of starts) assert.deepEqual(await leftovers(sandboxId, start.pid), []);
+    assert.ok(!existsSync(files.snapshotPath) && !existsSync(files.memFilePath));
   });
 
   test("a Firecracker that exits before its API answers fails the boot with its console, and the undo leaves nothing", async (t) => {

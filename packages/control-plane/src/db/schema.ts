@@ -37,7 +37,7 @@ export const SANDBOX_RUNTIMES = ["gvisor", "qemu", "firecracker"] as const;
 export type SandboxRuntime = (typeof SANDBOX_RUNTIMES)[number];
 export const isSandboxRuntime = (name: string): name is SandboxRuntime => (SANDBOX_RUNTIMES as readonly string[]).includes(name);
 /** The runtimes whose pause hibernates: memory to the host's disk, the VM process gone (its host agent can). */
-export const HIBERNATING_RUNTIMES: ReadonlySet<SandboxRuntime> = new Set(["qemu"]);
+export const HIBERNATING_RUNTIMES: ReadonlySet<SandboxRuntime> = new Set(["qemu", "firecracker"]);
 
 export const HOST_STATUSES = ["pending", "ready", "unhealthy", "draining"] as const;
 export type HostStatus = (typeof HOST_STATUSES)[number];

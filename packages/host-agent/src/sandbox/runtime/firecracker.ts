@@ -8,13 +8,14 @@
 // translation in the sandbox's netns (addGuestLink). Firecracker reads only raw disks, so the
 // sandbox's disk is a sparse copy of the template image (a reflink where the filesystem can).
 // See docs/host-agent-firecracker.md.
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../../exec/command.js";
 import { logger } from "../../logging/logger.js";
-import type { Cleanup } from "../cleanup.js";
+import { Cleanup } from "../cleanup.js";
 import { cgroupDirs, killCgroup, placeInCgroup } from "./cgroup-tree.js";
 import type { BootRequest, RuntimeDriver, RuntimeProbe, RuntimeSandbox } from "./driver.js";
 import { FirecrackerClient, type VmConfigFile } from "./firecracker-api.js";
@@ -54,9 +55,12 @@ export interface FirecrackerConfig {
   firecracker?: string;
 }
 
-/** What the driver keeps per sandbox, to find its VM again after an agent restart. */
+/** What the driver keeps per sandbox, to find its VM again after an agent restart (and to start it again from a hibernation). */
 interface VmRecord extends VmProcess {
   sandboxDir: string;
+  placement?: VmPlacement;
+  /** Its VM state and memory are in `hibernationFilesOf(sandboxDir)` and no process runs. */
+  hibernated?: boolean;
 }
 
 /** Where and how big a sandbox's VM is, for starting a Firecracker process for it. */
@@ -192,7 +196,8 @@ export class FirecrackerRuntime implements RuntimeDriver {
     const { pid, exited } = await spawnVmm([`--net=${vm.netnsPath}`, "--", this.firecracker, "--api-sock", socket, "--id", instanceId(vm.sandboxId)], consoleLog, "firecracker");
     const died = async (outcome: string) => new Error(`firecracker ${outcome} before its API answered: ${await consoleTail(consoleLog)}`);
     try {
-      await this.records.write(vm.sandboxId, { pid, startTicks: await startTicks(pid), sandboxDir: vm.sandboxDir });
+      const placement: VmPlacement = { sandboxId: vm.sandboxId, sandboxDir: vm.sandboxDir, netnsPath: vm.netnsPath, sandboxAddress: vm.sandboxAddress, vcpus: vm.vcpus, memoryMb: vm.memoryMb };
+      await this.records.write(vm.sandboxId, { pid, startTicks: await startTicks(pid), sandboxDir: vm.sandboxDir, placement });
       await placeInCgroup(this.cgroupPath(vm.sandboxId), pid, {
         vcpus: vm.vcpus,
         memoryBytes: (vm.memoryMb + VMM_OVERHEAD_MB) * 2 ** 20,
@@ -209,10 +214,17 @@ export class FirecrackerRuntime implements RuntimeDriver {
     return api;
   }
 
-  /** Kills the VM, empties and removes its cgroup, forgets it; a sandbox already gone is fine. */
+  /** Kills the VM, empties and removes its cgroup, forgets it (a hibernated one's state too); a sandbox already gone is fine. */
   async stop(sandboxId: string): Promise<void> {
     const record = await this.records.read(sandboxId);
-    if (record && (await isRunning(record))) {
+    await this.kill(sandboxId, record);
+    if (record) await removeFiles(hibernationFilesOf(record.sandboxDir));
+    await rm(this.records.file(sandboxId), { force: true });
+  }
+
+  /** SIGKILLs the VM's process (when it is still that process), empties its cgroup, removes its API socket. */
+  private async kill(sandboxId: string, record: VmRecord | undefined): Promise<void> {
+    if (record && !record.hibernated && (await isRunning(record))) {
       try {
         process.kill(record.pid, "SIGKILL");
       } catch {
@@ -221,9 +233,51 @@ export class FirecrackerRuntime implements RuntimeDriver {
     }
     const cgroups = await cgroupDirs(this.cgroupPath(sandboxId));
     if (cgroups.length > 0) await killCgroup(cgroups, CONTROL_TIMEOUT_MS);
-    if (record) await waitUntilGone(record, CONTROL_TIMEOUT_MS);
+    if (record && !record.hibernated) await waitUntilGone(record, CONTROL_TIMEOUT_MS);
     await rm(this.apiSocket(sandboxId), { force: true });
-    await rm(this.records.file(sandboxId), { force: true });
+  }
+
+  /**
+   * Pauses the VM, writes a full snapshot (devices, vCPUs, memory) beside its disk, then ends
+   * Firecracker and its cgroup: no memory or CPU held; the disk and the namespace (with its TAP)
+   * stay, so `restore` loads the snapshot onto the same disk at the same path, as Firecracker
+   * requires. A snapshot that fails leaves no file and the VM as it was.
+   */
+  async hibernate(sandboxId: string): Promise<void> {
+    const record = await this.records.read(sandboxId);
+    if (!record || record.hibernated || !record.placement) throw new Error(`no running VM ${sandboxId} to hibernate`);
+    const files = hibernationFilesOf(record.sandboxDir);
+    const started = performance.now();
+    const api = this.client(sandboxId);
+    const wasRunning = (await api.describe()).state === "Running";
+    if (wasRunning) await api.pause();
+    try {
+      await this.snapshotCreate(sandboxId, files);
+    } catch (err) {
+      await removeFiles(files);
+      if (wasRunning) await api.resume().catch(() => undefined);
+      throw err;
+    }
+    await this.records.write(sandboxId, { ...record, hibernated: true });
+    await this.kill(sandboxId, record);
+    logger.info({ sandboxId, runtime: this.name, ms: Math.round(performance.now() - started) }, "firecracker sandbox hibernated");
+  }
+
+  /** Starts Firecracker again in the sandbox's namespace and loads its hibernation snapshot, running. */
+  async restore(sandboxId: string): Promise<void> {
+    const record = await this.records.read(sandboxId);
+    if (!record?.hibernated || !record.placement) throw new Error(`VM ${sandboxId} is not hibernated`);
+    const files = hibernationFilesOf(record.sandboxDir);
+    try {
+      // Not the boot's undo (which would remove the snapshot): a failure is handled below.
+      await this.snapshotLoad({ ...record.placement, ...files, resume: true }, new Cleanup());
+    } catch (err) {
+      // Back to hibernated, with the snapshot kept: a later resume can try again.
+      await this.kill(sandboxId, await this.records.read(sandboxId));
+      await this.records.write(sandboxId, { ...record, hibernated: true });
+      throw err;
+    }
+    await removeFiles(files);
   }
 
   async pause(sandboxId: string): Promise<void> {
@@ -262,6 +316,11 @@ export class FirecrackerRuntime implements RuntimeDriver {
   async list(): Promise<RuntimeSandbox[]> {
     const found: RuntimeSandbox[] = [];
     for (const { id, record } of await this.records.all()) {
+      if (record?.hibernated) {
+        const { snapshotPath, memFilePath } = hibernationFilesOf(record.sandboxDir);
+        found.push({ id, status: existsSync(snapshotPath) && existsSync(memFilePath) ? "hibernated" : "stopped" });
+        continue;
+      }
       if (!record || !(await isRunning(record))) {
         found.push({ id, status: "stopped" });
         continue;
@@ -310,6 +369,15 @@ export class FirecrackerRuntime implements RuntimeDriver {
 export async function makeRawDisk(templateImage: string, diskPath: string, sizeMb: number): Promise<void> {
   await runCommand("cp", ["--reflink=auto", "--sparse=always", "--", templateImage, diskPath], { timeoutMs: DISK_COPY_TIMEOUT_MS });
   await truncate(diskPath, sizeMb * 2 ** 20);
+}
+
+/** Where a hibernated sandbox's snapshot lies: beside its disk, in its own directory. */
+export function hibernationFilesOf(sandboxDir: string): SnapshotFiles {
+  return { snapshotPath: path.join(sandboxDir, "vm.state"), memFilePath: path.join(sandboxDir, "memory.state") };
+}
+
+async function removeFiles(files: SnapshotFiles): Promise<void> {
+  await Promise.all([rm(files.snapshotPath, { force: true }), rm(files.memFilePath, { force: true })]);
 }
 
 /** Firecracker's whole vCPUs (1–32); a fractional share is enforced by the cgroup's CPU quota. */
