@@ -149,7 +149,7 @@ async function main(): Promise<void> {
       await bootAgent.client.destroySandbox({ sandboxId: "first-of-shape" });
       const bootDir = path.join(bootAgent.dataDir, "templates", TEST_TEMPLATE, "vm-boot");
       const savedAt = performance.now();
-      const saved = async () => (await readdir(bootDir).catch(() => [] as string[])).some((name) => existsSync(path.join(bootDir, name, "vm.json")));
+      const saved = async () => (await readdir(bootDir).catch(() => [] as string[])).some((name) => !name.includes(".saving-") && existsSync(path.join(bootDir, name, "vm.json")));
       while (!(await saved())) {
         if (performance.now() - savedAt > 300_000) throw new Error("no boot snapshot was saved within 5 min");
         await new Promise((resolve) => setTimeout(resolve, 250));

@@ -2,7 +2,8 @@
 // builds the `base` template (progress shown), starts the agent and the control plane, prints the
 // API URL and admin key, and the three `export E2B_…` lines with which the unmodified e2b SDK
 // creates a `base` sandbox, runs Python and moves files in it; a sandbox made through the API runs
-// Python; the dashboard's URL, user and password are printed and sign in; Ctrl-C (SIGINT to make's
+// Python, and one from `base` on the qemu runtime (a microVM) too; the dashboard's URL, user and
+// password are printed and sign in; Ctrl-C (SIGINT to make's
 // process group, as a terminal sends it) stops everything cleanly; a second `make up` on the same
 // data dir prints the same key and dashboard password and takes the sandbox back.
 import assert from "node:assert/strict";
@@ -297,6 +298,21 @@ describe("make up", { skip }, () => {
     const sandbox = `/v1/sandboxes/${created.body.id as string}`;
     const python = await call("POST", `${sandbox}/exec`, { cmd: "python3", args: ["-c", "print(1+1)"] });
     assert.deepEqual(python.body, { stdout: "2\n", stderr: "", exitCode: 0 });
+
+    // The base template boots as a microVM too (make up builds the VM guest): its own kernel, Debian's python.
+    const vm = await call("POST", "/v1/sandboxes", { template: "base", runtime: "qemu", timeoutSec: 0 });
+    assert.equal(vm.status, 201, JSON.stringify(vm.body));
+    try {
+      const inVm = await call("POST", `/v1/sandboxes/${vm.body.id as string}/exec`, { cmd: "/bin/sh", args: ["-c", "uname -r; python3 -c 'print(6*7)'"] });
+      assert.match(inVm.body.stdout, /cloud-amd64\n42\n$/, JSON.stringify(inVm.body));
+    } finally {
+      assert.equal((await call("DELETE", `/v1/sandboxes/${vm.body.id as string}`)).status, 200);
+    }
+    // Its first boot is saved for the next (templates/base/vm-boot), from a VM of the agent's own,
+    // which is gone once saved: no VM may outlive this run's Ctrl-C (a sandbox's would, by design).
+    const bootDir = path.join(dataDir, "agent", "templates", "base", "vm-boot");
+    await waitFor("the base template's boot snapshot", async () => (await readdir(bootDir).catch(() => [] as string[])).some((name) => !name.includes(".saving-") && existsSync(path.join(bootDir, name, "vm.json"))), 300_000);
+    await waitFor("the VM it was saved from to go", async () => !(await descendants(1)).some((p) => p.args.includes("qemu-system") && p.args.includes(dataDir)), 30_000);
     // A mark that only this very sandbox holds, to recognise it after the restart.
     const mark = await call("POST", `${sandbox}/exec`, { cmd: "/bin/sh", args: ["-c", "echo first-run > /tmp/mark"] });
     assert.equal(mark.body.exitCode, 0, JSON.stringify(mark.body));

@@ -250,7 +250,7 @@ describe("a plain template's boot snapshot (qemu)", { skip }, () => {
     const shape = { template: TEST_TEMPLATE, runtime: "qemu", memoryMb: 256, diskSizeMb: 512 };
     const ids = ["vm-first", "vm-r1", "vm-r2"];
     const bootDir = path.join(agent.dataDir, "templates", TEST_TEMPLATE, "vm-boot");
-    const saved = async () => (await readdir(bootDir).catch(() => [] as string[])).filter((name) => existsSync(path.join(bootDir, name, "vm.json")));
+    const saved = async () => (await readdir(bootDir).catch(() => [] as string[])).filter((name) => !name.includes(".saving-") && existsSync(path.join(bootDir, name, "vm.json")));
     try {
       let started = performance.now();
       await agent.client.createSandbox({ sandboxId: "vm-first", ...shape });

@@ -357,6 +357,7 @@ export class SandboxManager {
     const vm = await this.build(plan, {});
     this.bootSnapshotVms.add(vm);
     const staging = `${target}.saving-${runtimeId}`;
+    let saved = false;
     try {
       await mkdir(staging, { recursive: true, mode: 0o700 });
       await this.flushWrites(vm);
@@ -373,13 +374,18 @@ export class SandboxManager {
         sourceSandbox: runtimeId,
       };
       await writeFile(path.join(staging, "vm.json"), JSON.stringify(state, null, 2), { mode: 0o600 });
-      await rename(staging, target);
-      log.info({ template, key, ms: Math.round(performance.now() - started) }, "template boot snapshot saved");
+      saved = true;
     } finally {
-      this.bootSnapshotVms.delete(vm);
-      await this.teardown(vm);
-      await rm(staging, { recursive: true, force: true });
+      try {
+        this.bootSnapshotVms.delete(vm);
+        await this.teardown(vm);
+        // In place only once its VM is gone: a boot snapshot that is there is complete and alone.
+        if (saved) await rename(staging, target);
+      } finally {
+        await rm(staging, { recursive: true, force: true });
+      }
     }
+    log.info({ template, key, ms: Math.round(performance.now() - started) }, "template boot snapshot saved");
   }
 
   /** Validates a create request against the host and decides every value; creates nothing. */
