@@ -2,7 +2,10 @@
 // - REST `POST /v1/sandboxes` → `POST /v1/sandboxes/:id/exec` (echo) vs the host agent's own
 //   CreateSandbox → Exec on the same agent, interleaved run for run: the difference is the
 //   control plane's overhead (goal < 10 ms at p50). Each REST pair is followed by two JSON POSTs
-//   to a bare Fastify server: the HTTP floor any API in front of the agent costs its client here.
+//   to a bare Fastify server: the HTTP floor any API in front of the agent costs its client here;
+//   and by the same create → exec through a bare forwarder (bare-forwarder.ts: Fastify passing
+//   both calls to the agent with the control plane's agent client, nothing else), measured the
+//   same way: the floor of any control plane in front of the agent on this machine.
 // - `GET /v1/sandboxes` under autocannon (50 connections, 10 s) vs a bare Fastify server answering
 //   a constant JSON the same way (goal ≥ 2000 req/s; the control plane is one Node process, one core).
 //   Each load also reports the server's requests per CPU-second (its own process's user+system
@@ -194,6 +197,7 @@ async function main(): Promise<void> {
   let directAgent: AgentUnderTest | undefined;
   let stack: ControlPlaneUnderBench | undefined;
   let floor: ChildProcess | undefined;
+  let forwarder: ChildProcess | undefined;
   try {
     const agentArgs = ["--metrics-interval-ms", "5000", "--reaper-interval-ms", "1000"];
     agent = await startAgentProcess({ pool: POOL, table: TABLE, args: agentArgs });
@@ -215,6 +219,16 @@ async function main(): Promise<void> {
       return performance.now() - started;
     };
     await twoHops();
+    // The bare forwarder, on the direct agent (no reconciler there to destroy what it makes).
+    const forwarderStarted = await startServer(
+      ["--import", "tsx", path.join(repoRoot, "bench", "control-plane", "bare-forwarder.ts"), `127.0.0.1:${directAgent.port}`, directAgent.token],
+      {},
+      /^forwarder (\d+)$/,
+    );
+    forwarder = forwarderStarted.child;
+    const forwarderApi: Api = { url: `http://127.0.0.1:${forwarderStarted.matches[0]![1]!}`, key: "" };
+    const warmForwarder = await restCreateThenExec(forwarderApi);
+    await rest(forwarderApi, "DELETE", `/v1/sandboxes/${warmForwarder.id}`);
     // Warm-up both paths, then interleave so drift on a noisy machine hits both alike.
     const warm = await restCreateThenExec(api);
     await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
@@ -225,9 +239,15 @@ async function main(): Promise<void> {
     const inServer: number[] = [];
     const direct: number[] = [];
     const hops: number[] = [];
+    const forwarderCost: number[] = [];
+    const forwarderInServer: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const { elapsed, overhead: own, inServer: server, id } = await restCreateThenExec(api);
       hops.push(await twoHops());
+      const forwarded = await restCreateThenExec(forwarderApi);
+      forwarderCost.push(forwarded.overhead);
+      forwarderInServer.push(forwarded.inServer);
+      await rest(forwarderApi, "DELETE", `/v1/sandboxes/${forwarded.id}`);
       viaRest.push(elapsed);
       ownCost.push(own);
       inServer.push(server);
@@ -241,6 +261,8 @@ async function main(): Promise<void> {
     const ownStats = summary(ownCost);
     const inServerStats = summary(inServer);
     const hopStats = summary(hops);
+    const forwarderStats = summary(forwarderCost);
+    const forwarderInServerStats = summary(forwarderInServer);
     report.createToFirstExec = {
       rest: restStats,
       agent: directStats,
@@ -249,6 +271,8 @@ async function main(): Promise<void> {
       inServerMs: { p50: +inServerStats.p50.toFixed(1), p95: +inServerStats.p95.toFixed(1) },
       httpFloorTwoRequestsMs: { p50: hopStats.p50, p95: hopStats.p95 },
       ownCostOverHttpFloor: +(ownStats.p50 / hopStats.p50).toFixed(2),
+      bareForwarderMs: { p50: forwarderStats.p50, p95: forwarderStats.p95, inServerP50: forwarderInServerStats.p50 },
+      ownCostOverBareForwarder: +(ownStats.p50 / forwarderStats.p50).toFixed(2),
     };
     console.log(`agent CreateSandbox → Exec:       p50 ${ms(directStats.p50)}, p95 ${ms(directStats.p95)} (n=${RUNS})`);
     console.log(`REST POST /v1/sandboxes → exec:   p50 ${ms(restStats.p50)}, p95 ${ms(restStats.p95)} (n=${RUNS})`);
@@ -256,6 +280,10 @@ async function main(): Promise<void> {
     console.log(`control-plane overhead per create+exec (client time − agent time, Server-Timing): p50 ${ms(ownStats.p50)}, p95 ${ms(ownStats.p95)} (goal < ${GOALS.overheadP50Ms} ms at p50)`);
     console.log(`  of which inside the control plane (Server-Timing total − agent): p50 ${ms(inServerStats.p50)}, p95 ${ms(inServerStats.p95)}; the rest is HTTP and the client`);
     console.log(`  floor: two JSON POSTs to a bare Fastify server right after each create+exec: p50 ${ms(hopStats.p50)}, p95 ${ms(hopStats.p95)} (own cost = ${(ownStats.p50 / hopStats.p50).toFixed(2)}× that floor)`);
+    console.log(
+      `  floor: a bare forwarder (Fastify + the agent client, no auth or database) doing the same create+exec: p50 ${ms(forwarderStats.p50)}, p95 ${ms(forwarderStats.p95)}, ` +
+        `inside it p50 ${ms(forwarderInServerStats.p50)} (own cost = ${(ownStats.p50 / forwarderStats.p50).toFixed(2)}× that floor)`,
+    );
 
     // Reads: a few running sandboxes, so the list is not empty.
     const running = [];
@@ -282,6 +310,7 @@ async function main(): Promise<void> {
     console.log(`GET /v1/sandboxes on PGlite (${listedCount} rows): ${pglite.requestsPerSec} req/s, p50 ${pglite.latencyP50Ms} ms, p99 ${pglite.latencyP99Ms} ms, non-2xx ${pglite.non2xx}${perCpu(pglite)}`);
   } finally {
     await stop(floor);
+    await stop(forwarder);
     await stopControlPlane(stack);
     for (const running of [agent, directAgent]) {
       if (!running) continue;
