@@ -61,6 +61,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     void orchestration
       .stop()
       .then(() => api.close())
+      .then(() => sandboxes.allSettled())
       .then(() => database.close())
       .then(
         () => process.exit(0),

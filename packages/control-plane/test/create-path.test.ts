@@ -1,5 +1,6 @@
 // What keeps the database off a create's and an exec's path without losing anything: audit entries
-// written beside the work and taken back when it fails, the `running` mark committed without
+// written beside the work and taken back when it fails, the `running` mark sent after the caller's
+// answer (asked again when refused; this control plane's reads wait for it) and committed without
 // waiting for the disk, and the reconciler settling a `starting` row no create works on any more.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -8,6 +9,7 @@ import type { NewAuditEntry, PendingAudit } from "../src/db/audit.js";
 import type { Team } from "../src/db/schema.js";
 import { STALE_STARTING_MS } from "../src/orchestration/reconciler.js";
 import { newSandboxId } from "../src/sandboxes/service.js";
+import { transitionSandbox } from "../src/sandboxes/transitions.js";
 import {
   skipAgent,
   TEST_TEMPLATE,
@@ -54,7 +56,11 @@ describe("the create and exec paths", { skip: skipAgent }, () => {
     assert.equal(created.status, "running");
     assert.ok(audit.wasWritten);
     assert.equal((await entries("sandbox.create", created.id)).length, 1);
-    // Visible at once to any other reader, though its commit did not wait for the disk.
+    // This control plane's reads wait for the mark, whose commit did not wait for the disk; then
+    // any other reader sees it too.
+    const read = await sandboxes.get(team.id, created.id);
+    assert.equal(read.status, "running");
+    assert.equal(read.hostIp, created.hostIp);
     assert.equal((await cp.repos.sandboxes.get(created.id))?.status, "running");
     await sandboxes.destroy(team.id, created.id);
 
@@ -72,30 +78,51 @@ describe("the create and exec paths", { skip: skipAgent }, () => {
     assert.equal((await cp.repos.sandboxes.get(id))?.status, "stopped");
   });
 
-  test("a create whose running mark fails rolls the sandbox back and takes its entry back", async () => {
+  test("a running mark the database refuses is asked again: the caller's sandbox runs on and is kept", async () => {
     const { sandboxes } = cp.orchestration;
     const { db } = cp.database;
-    await db.execute(sql`create function wrenn_test_refuse_running() returns trigger language plpgsql as $$ begin raise exception 'running refused by the test'; end $$`);
+    // The first two tries are refused (a sequence counts them: it is not rolled back with them).
+    await db.execute(sql`create sequence wrenn_test_refusals`);
+    await db.execute(
+      sql`create function wrenn_test_refuse_running() returns trigger language plpgsql as $$ begin if nextval('wrenn_test_refusals') <= 2 then raise exception 'running refused by the test'; end if; return new; end $$`,
+    );
     await db.execute(
       sql`create trigger wrenn_test_refuse_running before update on sandboxes for each row when (new.status = 'running' and new.metadata->>'refuse' = 'running') execute function wrenn_test_refuse_running()`,
     );
     try {
       const audit = pending(team, "sandbox.create", 201);
-      const before = await onHost();
-      await assert.rejects(
-        sandboxes.create(team.id, { template: TEST_TEMPLATE, timeoutSec: 0, metadata: { refuse: "running" } }, { audit }),
-        (err: Error) => String((err.cause as Error | undefined)?.message ?? err.message).includes("running refused by the test"),
-      );
-      const [row] = (await sandboxes.list(team.id, { metadata: { refuse: "running" }, states: ["starting", "running", "stopped", "error"] })).sandboxes;
-      assert.ok(row, "the row is kept, ended");
-      assert.ok(["stopped", "error"].includes(row.status), row.status);
-      assert.deepEqual(await onHost(), before, "nothing left on the host");
-      assert.deepEqual(await entries("sandbox.create", row.id), []);
-      assert.equal(audit.wasWritten, false);
+      const created = await sandboxes.create(team.id, { template: TEST_TEMPLATE, timeoutSec: 0, metadata: { refuse: "running" } }, { audit });
+      assert.equal(created.status, "running");
+      assert.ok(audit.wasWritten, "the create happened: its entry stands");
+      assert.equal(text((await sandboxes.exec(team.id, created.id, { cmd: "/bin/echo", args: ["meanwhile"] })).stdout), "meanwhile\n", "usable while its mark is retried");
+      // The read waits for the third try, which lands.
+      const read = await sandboxes.get(team.id, created.id);
+      assert.equal(read.status, "running");
+      assert.equal(read.hostIp, created.hostIp);
+      assert.ok((await onHost()).includes(created.id), "the sandbox stays on its host");
+      assert.equal((await entries("sandbox.create", created.id)).length, 1);
+      await sandboxes.destroy(team.id, created.id);
+      assert.ok(!(await onHost()).includes(created.id));
     } finally {
       await db.execute(sql`drop trigger wrenn_test_refuse_running on sandboxes`);
       await db.execute(sql`drop function wrenn_test_refuse_running()`);
+      await db.execute(sql`drop sequence wrenn_test_refusals`);
     }
+  });
+
+  test("a sandbox destroyed elsewhere while it starts leaves its host when its mark finds the row ended", async () => {
+    const { sandboxes } = cp.orchestration;
+    const marker = `gone-${Date.now()}`;
+    const creating = sandboxes.create(team.id, { template: TEST_TEMPLATE, timeoutSec: 0, metadata: { marker } });
+    const id = await waitFor("the row of the create", async () => (await cp.repos.sandboxes.list({ teamId: team.id, metadata: { marker } })).sandboxes[0]?.id, 30_000);
+    // Another control plane's destroy of a `starting` sandbox: the row ends, the host is left to the create.
+    assert.ok(await transitionSandbox(cp.database.db, id, { from: ["starting"], to: "stopped" }));
+    const created = await creating; // already answered when the mark finds out
+    assert.equal(created.id, id);
+    await sandboxes.settled(id);
+    assert.ok(!(await onHost()).includes(id), "taken off its host");
+    assert.equal((await sandboxes.get(team.id, id)).status, "stopped");
+    assert.equal(await codeOf(sandboxes.exec(team.id, id, { cmd: "/bin/true" })), "not_found", "its caller learns at the next call");
   });
 
   test("an exec's entry is written while the command runs, and taken back when the exec fails", async () => {

@@ -2,6 +2,7 @@
 import { and, eq, inArray, notInArray, sql } from "drizzle-orm";
 import type { Db } from "./database.js";
 import { hostTemplates, type HostTemplate } from "./schema.js";
+import { catalogVersion } from "./catalog-version.js";
 
 export interface HostTemplateEntry {
   name: string;
@@ -15,13 +16,15 @@ export class HostTemplateRepository {
 
   /** Makes the host's list exactly `entries` (what its agent just reported). */
   async replace(hostId: string, entries: readonly HostTemplateEntry[]): Promise<void> {
-    await this.db.transaction(async (tx) => {
+    // Placement's cached view changes only when the host gains or loses a name (every heartbeat replaces).
+    const changed = await this.db.transaction(async (tx) => {
       const names = entries.map((entry) => entry.name);
-      await tx
+      const removed = await tx
         .delete(hostTemplates)
-        .where(and(eq(hostTemplates.hostId, hostId), names.length > 0 ? notInArray(hostTemplates.name, names) : undefined));
-      if (entries.length === 0) return;
-      await tx
+        .where(and(eq(hostTemplates.hostId, hostId), names.length > 0 ? notInArray(hostTemplates.name, names) : undefined))
+        .returning({ name: hostTemplates.name });
+      if (entries.length === 0) return removed.length > 0;
+      const written = await tx
         .insert(hostTemplates)
         .values(entries.map((entry) => ({ hostId, ...entry })))
         .onConflictDoUpdate({
@@ -32,8 +35,12 @@ export class HostTemplateRepository {
             sizeBytes: sql`excluded.size_bytes`,
             syncedAt: sql`now()`,
           },
-        });
+        })
+        // xmax is 0 for a row this statement inserted (not updated): a name new to the host.
+        .returning({ inserted: sql<boolean>`xmax = 0` });
+      return removed.length > 0 || written.some((row) => row.inserted);
     });
+    if (changed) catalogVersion.hostsChanged();
   }
 
   /** Records one template the control plane just wrote to a host (before the next heartbeat sees it). */
@@ -45,10 +52,12 @@ export class HostTemplateRepository {
         target: [hostTemplates.hostId, hostTemplates.name],
         set: { teamId: entry.teamId, kind: entry.kind, sizeBytes: entry.sizeBytes, syncedAt: sql`now()` },
       });
+    catalogVersion.hostsChanged();
   }
 
   async remove(hostId: string, name: string): Promise<void> {
     await this.db.delete(hostTemplates).where(and(eq(hostTemplates.hostId, hostId), eq(hostTemplates.name, name)));
+    catalogVersion.hostsChanged();
   }
 
   /** The ids of the hosts holding `name`, among `hostIds` when given. */

@@ -3,6 +3,7 @@ import { and, eq, inArray, isNotNull, isNull, lt, or, sql } from "drizzle-orm";
 import type { Db } from "./database.js";
 import { hostTemplates, hosts, sandboxes, type Host, type HostStatus, type SandboxStatus } from "./schema.js";
 import { hashSecret, newSecret } from "./tokens.js";
+import { catalogVersion } from "./catalog-version.js";
 
 export const REGISTRATION_TOKEN_PREFIX = "wrn_reg_";
 export const HOST_TOKEN_PREFIX = "wrn_host_";
@@ -36,6 +37,7 @@ export class HostRepository {
 
   /** A pending host and the one-time token its agent registers with. */
   async create(): Promise<{ host: Host; registrationToken: string }> {
+    catalogVersion.hostsChanged();
     const registrationToken = newSecret(REGISTRATION_TOKEN_PREFIX);
     const [host] = await this.db
       .insert(hosts)
@@ -77,6 +79,7 @@ export class HostRepository {
       })
       .where(and(eq(hosts.registrationTokenHash, hashSecret(registrationToken)), eq(hosts.status, "pending")))
       .returning();
+    catalogVersion.hostsChanged();
     return host ? { host, token } : undefined;
   }
 
@@ -90,6 +93,7 @@ export class HostRepository {
       .insert(hosts)
       .values({ id, ...reportColumns(report), agentTokenEncrypted, status: "ready", lastHeartbeatAt: sql`now()` })
       .returning();
+    catalogVersion.hostsChanged();
     return host!;
   }
 
@@ -105,6 +109,7 @@ export class HostRepository {
       })
       .where(eq(hosts.id, id))
       .returning();
+    catalogVersion.hostsChanged();
     return host;
   }
 
@@ -135,7 +140,7 @@ export class HostRepository {
 
   /** Ready hosts silent since `staleBefore` become unhealthy; returns them. */
   async markSilentUnhealthy(staleBefore: Date): Promise<Host[]> {
-    return this.db
+    const marked = await this.db
       .update(hosts)
       .set({ status: "unhealthy" })
       .where(
@@ -145,6 +150,8 @@ export class HostRepository {
         ),
       )
       .returning();
+    if (marked.length > 0) catalogVersion.hostsChanged();
+    return marked;
   }
 
   /** Compare-and-set of the status, like SandboxRepository.transition. */
@@ -155,6 +162,7 @@ export class HostRepository {
       .set({ status: change.to })
       .where(and(eq(hosts.id, id), inArray(hosts.status, [...change.from])))
       .returning();
+    if (host) catalogVersion.hostsChanged();
     return host;
   }
 
@@ -203,6 +211,7 @@ export class HostRepository {
   /** Removes the host; its sandboxes and templates keep their rows with host_id cleared. */
   async delete(id: string): Promise<boolean> {
     const rows = await this.db.delete(hosts).where(eq(hosts.id, id)).returning({ id: hosts.id });
+    catalogVersion.hostsChanged();
     return rows.length > 0;
   }
 }

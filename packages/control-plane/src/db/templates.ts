@@ -2,6 +2,7 @@
 import { and, asc, eq, inArray, sql } from "drizzle-orm";
 import type { Db } from "./database.js";
 import { PLATFORM_TEAM_ID, templates, type Template, type TemplateKind } from "./schema.js";
+import { catalogVersion } from "./catalog-version.js";
 
 export interface NewTemplate {
   /** Chosen by the caller when the name on hosts' disks is derived from it. */
@@ -21,6 +22,7 @@ export class TemplateRepository {
   /** Fails with a unique violation when the team already has a template of that name. */
   async create(template: NewTemplate): Promise<Template> {
     const [row] = await this.db.insert(templates).values(template).returning();
+    catalogVersion.templatesChanged();
     return row!;
   }
 
@@ -65,12 +67,14 @@ export class TemplateRepository {
       .values({ teamId: PLATFORM_TEAM_ID, name, kind: "platform", sizeBytes })
       .onConflictDoNothing({ target: [templates.teamId, templates.name] })
       .returning({ id: templates.id });
+    if (rows.length > 0) catalogVersion.templatesChanged();
     return rows.length > 0;
   }
 
   /** Records the host whose disk holds the template. */
   async setHost(id: string, hostId: string | null): Promise<Template | undefined> {
     const [row] = await this.db.update(templates).set({ hostId }).where(eq(templates.id, id)).returning();
+    catalogVersion.templatesChanged();
     return row;
   }
 
@@ -88,6 +92,7 @@ export class TemplateRepository {
       .delete(templates)
       .where(and(eq(templates.teamId, teamId), eq(templates.name, name)))
       .returning();
+    catalogVersion.templatesChanged();
     return row;
   }
 }

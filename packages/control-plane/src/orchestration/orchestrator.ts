@@ -34,7 +34,7 @@ export interface Orchestration {
   templates: TemplateService;
   /** Starts the heartbeat and reconcile loops. */
   start(): void;
-  /** Stops the loops and closes the agents' connections (sandboxes keep running). */
+  /** Lets pending `running` marks land, stops the loops and closes the agents' connections (sandboxes keep running). */
   stop(): Promise<void>;
 }
 
@@ -55,6 +55,7 @@ export function createOrchestration(options: OrchestrationOptions): Orchestratio
   // What the reconciler finds (a sandbox gone, auto-paused) reaches the service's caches and its
   // listeners (the edge proxy) at once, not after their TTLs.
   reconciler.onTransition((sandboxId, status) => sandboxes.changedElsewhere(sandboxId, status));
+  reconciler.pendingWrites = () => sandboxes.allSettled();
   // A host back from silence: restore its `unknown` sandboxes now rather than at the next pass.
   hosts.onHostReady(async (host) => {
     await reconciler.reconcileHost(host.id);
@@ -70,6 +71,7 @@ export function createOrchestration(options: OrchestrationOptions): Orchestratio
       reconciler.start();
     },
     async stop() {
+      await sandboxes.allSettled(); // `running` marks on their way land first (they may roll a sandbox back)
       await reconciler.stop();
       await hosts.stop();
     },

@@ -3,8 +3,18 @@
 // uncommitted memory and a free address slot for the request; among them the one with the fewest sandboxes wins, then the most free memory.
 // `place` runs a create on the best host and, when that host fails for host reasons (unavailable,
 // out of capacity), on the next one.
+//
+// A create's first ranking may come from memory (rankFast): the last view read per template, kept
+// while nothing this process wrote to hosts changed it (catalog-version.ts) and for at most
+// VIEW_MAX_AGE_MS, read again in the background once VIEW_REFRESH_MS old, with each sandbox placed
+// since counted on its host. What it may not know (another control plane's creates, a host that
+// went away elsewhere) the host itself answers: an agent refuses what it has no room for
+// (resource_exhausted), a silent one is unavailable, and `place` tries the next host from the
+// database. A view that finds no host is never the last word either: the database is asked.
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
+import { catalogVersion } from "../db/catalog-version.js";
+import type { PlacementCandidate } from "../db/hosts.js";
 import { createRepositories, type Repositories } from "../db/repositories.js";
 import type { Host, SandboxRuntime } from "../db/schema.js";
 import { WrennError } from "../errors.js";
@@ -12,6 +22,11 @@ import { isHostFailure } from "../hosts/agent-client.js";
 import { NOT_ENDED_STATUSES } from "../sandboxes/transitions.js";
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
+/** How long a view of the hosts may stand in for the database, and its age when it is read again behind the creates using it. */
+export const VIEW_MAX_AGE_MS = 10_000;
+export const VIEW_REFRESH_MS = 1_000;
+/** Views kept (one per template name on hosts' disks); the least recently read goes first. */
+const MAX_VIEWS = 1_000;
 
 export interface PlacementRequest {
   /** The template's name as the caller knows it (for messages). */
@@ -46,6 +61,8 @@ export class Placement {
   private readonly log: Logger;
   private readonly memoryOvercommit: number;
   private readonly maxAttempts: number;
+  /** The last candidates read per template name on hosts' disks (see rankFast). */
+  private readonly views = new Map<string, { candidates: PlacementCandidate[]; at: number; version: number; refreshing: boolean }>();
 
   constructor(options: PlacementOptions) {
     this.repos = createRepositories(options.db);
@@ -56,7 +73,60 @@ export class Placement {
 
   /** The hosts that can take the request, best first; throws saying why when there is none. One query. */
   async rank(request: PlacementRequest, exclude: ReadonlySet<string> = new Set()): Promise<RankedHost[]> {
-    const ready = (await this.repos.hosts.placementCandidates(request.hostTemplateName, NOT_ENDED_STATUSES)).filter(
+    return this.rankCandidates(request, await this.read(request.hostTemplateName), exclude);
+  }
+
+  /**
+   * rank() from the view in memory when there is a usable one (see the top of this file), else
+   * from the database. Only for a create's first attempt: retries rank from the database.
+   */
+  async rankFast(request: PlacementRequest): Promise<RankedHost[]> {
+    const view = this.views.get(request.hostTemplateName);
+    const age = view ? Date.now() - view.at : Infinity;
+    if (view && view.version === catalogVersion.hosts() && age < VIEW_MAX_AGE_MS) {
+      if (age >= VIEW_REFRESH_MS && !view.refreshing) {
+        view.refreshing = true;
+        // Once the create's own calls are out: building and sending the query costs CPU.
+        setImmediate(() =>
+          this.read(request.hostTemplateName).catch((err: unknown) => {
+            view.refreshing = false;
+            this.log.warn({ err: (err as Error).message }, "reading the hosts for placement failed");
+          }),
+        );
+      }
+      try {
+        const ranked = this.rankCandidates(request, view.candidates);
+        if (ranked.length > 0) return ranked;
+      } catch {
+        // No host in this view: the database has the last word.
+      }
+    }
+    return this.rank(request);
+  }
+
+  /** Counts a sandbox just placed on the host in every view, until the next read has it. */
+  private reserve(hostId: string, memoryMb: number): void {
+    for (const view of this.views.values()) {
+      const candidate = view.candidates.find((entry) => entry.host.id === hostId);
+      if (!candidate) continue;
+      candidate.sandboxes += 1;
+      candidate.memoryMb += memoryMb;
+    }
+  }
+
+  /** The candidates from the database, kept as the template's view. One query. */
+  private async read(hostTemplateName: string): Promise<PlacementCandidate[]> {
+    const version = catalogVersion.hosts();
+    const at = Date.now();
+    const candidates = await this.repos.hosts.placementCandidates(hostTemplateName, NOT_ENDED_STATUSES);
+    this.views.delete(hostTemplateName); // re-inserted: the map's order is the order of reads
+    this.views.set(hostTemplateName, { candidates: candidates.map((entry) => ({ ...entry })), at, version, refreshing: false });
+    if (this.views.size > MAX_VIEWS) this.views.delete(this.views.keys().next().value!);
+    return candidates;
+  }
+
+  private rankCandidates(request: PlacementRequest, candidates: readonly PlacementCandidate[], exclude: ReadonlySet<string> = new Set()): RankedHost[] {
+    const ready = candidates.filter(
       ({ host }) => !exclude.has(host.id) && host.address !== null && host.agentTokenEncrypted !== null && (!request.hostId || host.id === request.hostId),
     );
     if (ready.length === 0) {
@@ -117,7 +187,9 @@ export class Placement {
       if (!best) break;
       tried.add(best.host.id);
       try {
-        return { host: best.host, result: await attempt(best.host) };
+        const result = await attempt(best.host);
+        this.reserve(best.host.id, request.memoryMb);
+        return { host: best.host, result };
       } catch (err) {
         if (!isHostFailure(err)) throw err;
         lastError = err;

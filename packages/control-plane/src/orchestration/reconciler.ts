@@ -58,6 +58,8 @@ export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
   private readonly transitionListeners: Array<(sandboxId: string, status: SandboxStatus) => void> = [];
+  /** What this process has told callers and not yet written (the sandbox service's `running` marks): a pass reads after it. */
+  pendingWrites: () => Promise<void> = async () => {};
 
   constructor(private readonly options: ReconcilerOptions) {
     this.repos = createRepositories(options.db);
@@ -113,6 +115,7 @@ export class Reconciler {
     const host = await this.repos.hosts.get(hostId);
     if (!host) this.unclaimed.delete(hostId);
     if (!host || (host.status !== "ready" && host.status !== "draining")) return undefined;
+    await this.pendingWrites();
     // Taken before asking: a row changed after this was changed by someone who knew more.
     const listedAt = await this.repos.sandboxes.clock();
     let listed: ListSandboxesResponse;

@@ -75,6 +75,8 @@ export interface EdgeProxyOptions {
   /** The API's cache of resolved keys, shared so a key costs one lookup for both. */
   authCache: AuthCache;
   registry: HostRegistry;
+  /** See SandboxLocator's `settled`. */
+  settled?: (sandboxId: string) => Promise<void> | undefined;
   logger: Logger;
   /** How long a running sandbox's location is trusted without a read. */
   locationTtlMs?: number;
@@ -110,7 +112,7 @@ export class EdgeProxy {
 
   constructor(private readonly options: EdgeProxyOptions) {
     this.log = options.logger.child({ component: "edge-proxy" });
-    this.locator = new SandboxLocator({ sandboxes: options.repos.sandboxes, registry: options.registry, ttlMs: options.locationTtlMs, direct: options.direct });
+    this.locator = new SandboxLocator({ sandboxes: options.repos.sandboxes, settled: options.settled, registry: options.registry, ttlMs: options.locationTtlMs, direct: options.direct });
     this.access = new EdgeAccess({ repos: options.repos, authCache: options.authCache, locator: this.locator });
   }
 
@@ -451,6 +453,7 @@ export function createEdgeProxy(
     repos: deps.repos,
     authCache,
     registry: deps.services.hosts,
+    settled: (sandboxId) => deps.services.sandboxes?.settled(sandboxId),
     logger: deps.logger,
     direct: deps.config.edgeDirect ?? true,
     locationTtlMs: deps.config.edgeLocationTtlMs,

@@ -66,6 +66,8 @@ export class SandboxLocator {
   constructor(
     private readonly options: {
       sandboxes: SandboxRepository;
+      /** This control plane's `running` mark of a sandbox just created, while it is on its way (SandboxService.settled). */
+      settled?: (sandboxId: string) => Promise<void> | undefined;
       registry: HostRegistry;
       ttlMs?: number;
       /** Reach envd at the sandbox's address when its host is this machine (default true). */
@@ -93,6 +95,7 @@ export class SandboxLocator {
   }
 
   private async lookup(sandboxId: string): Promise<SandboxLocation | undefined> {
+    await this.options.settled?.(sandboxId);
     const row = await this.options.sandboxes.get(sandboxId);
     if (!row) return undefined;
     const location: SandboxLocation = {

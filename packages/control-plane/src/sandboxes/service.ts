@@ -7,7 +7,9 @@ import { randomBytes, randomInt } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { SQL } from "drizzle-orm";
 import { OnTimeout as OnTimeoutAction, type ExecStreamResponse, type MetricPoint as AgentMetricPoint, type WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
+import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
+import { catalogVersion } from "../db/catalog-version.js";
 import type { Db } from "../db/database.js";
 import type { PendingAudit } from "../db/audit.js";
 import type { MetricPoint } from "../db/metrics.js";
@@ -30,6 +32,11 @@ export const SNAPSHOT_TIMEOUT_MS = 30 * 60_000;
 const DEFAULT_EXEC_TIMEOUT_SEC = 60;
 /** Saving metrics or destroying on the way out must not hold a caller long when a host is slow. */
 const HOUSEKEEPING_TIMEOUT_MS = 10_000;
+/** A `running` mark the database refuses is asked again this many times in all, MARK_RETRY_MS × attempt apart. */
+const MARK_ATTEMPTS = 4;
+const MARK_RETRY_MS = 500;
+/** How long a template looked up for a create may stand in for the database (see templateToCreateFrom). */
+const TEMPLATE_CACHE_MS = 10_000;
 const RANGE_SECONDS: Record<MetricTier, number> = { "10m": 600, "2h": 7200, "24h": 86_400 };
 
 export interface CreateSandboxInput {
@@ -118,6 +125,10 @@ export class SandboxService {
   private readonly log: Logger;
   private readonly running = new RunningSandboxCache();
   private readonly statusListeners: Array<StatusListener> = [];
+  /** Templates creates asked for lately, by team and name (see templateToCreateFrom). */
+  private readonly templates = new LRUCache<string, { template: Template; version: number }>({ max: 10_000, ttl: TEMPLATE_CACHE_MS });
+  /** `running` marks on their way, by sandbox (see markRunning). */
+  private readonly marks = new Map<string, { teamId: string; settled: Promise<void> }>();
 
   constructor(private readonly options: SandboxServiceOptions) {
     this.repos = createRepositories(options.db);
@@ -141,9 +152,9 @@ export class SandboxService {
     // is looked up (one round trip saved); a team's template (another disk name, or its own host)
     // ranks after the lookup.
     const guess = { template: input.template, hostTemplateName: input.template, runtime: input.runtime, ...shape };
-    const earlyRanking = this.options.placement.rank(guess);
+    const earlyRanking = this.options.placement.rankFast(guess);
     earlyRanking.catch(() => {}); // unused, or awaited by place(): never an unhandled rejection
-    const template = await this.visibleTemplate(teamId, input.template);
+    const template = await this.templateToCreateFrom(teamId, input.template);
     if (input.runtime && !templateRuntimes(template).includes(input.runtime)) {
       throw new WrennError("failed_precondition", `template ${template.name} does not boot on runtime ${input.runtime} (it boots on: ${templateRuntimes(template).join(", ")})`);
     }
@@ -180,7 +191,7 @@ export class SandboxService {
       const guessed = hostTemplateName === guess.hostTemplateName && !template.hostId;
       // The same request on every host tried: a retry elsewhere keeps the runtime.
       placed = await this.options.placement.place({ template: template.name, hostTemplateName, hostId: template.hostId, runtime: input.runtime, ...shape }, async (host) => {
-        const recorded = sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id }, auditEntry);
+        // The host's call goes out first: the row's statement is built and sent while the host works.
         const creating = measured(options.agentTime, callAgent(
           this.options.registry.client(host).createSandbox(
             {
@@ -199,6 +210,9 @@ export class SandboxService {
           ),
           host.id,
         ));
+        const recorded = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+          sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id }, auditEntry),
+        );
         const [written, created] = await Promise.allSettled([recorded, creating]);
         if (written.status === "rejected") {
           // No row to stand for it: a sandbox made on the host must not stay there.
@@ -228,33 +242,82 @@ export class SandboxService {
       log.info({ hostId: host.id }, "caller went away during create: sandbox rolled back");
       throw abortError(signal);
     }
-    // What this statement records, the host can tell again (see the reconciler's `starting` rows):
-    // its commit need not wait for the disk.
-    let running: Sandbox | undefined;
-    try {
-      running = await this.transition(row.id, {
-        from: ["starting"],
-        to: "running",
-        set: { hostId: host.id, hostIp: result.hostIp, envdVersion: result.envdVersion, runtime: result.runtime, startedAt: new Date() },
-        flushLater: true,
-      });
-    } catch (err) {
-      // The caller hears a failure: nothing of this create may stay behind.
-      await undo();
-      log.warn({ err: (err as Error).message }, "sandbox create failed at its running mark; rolled back");
-      throw err;
-    }
-    if (running) options.audit?.written();
-    if (!running) {
-      // Destroyed while it was starting: the destroy found nothing on a host yet, so finish it here.
-      await undo();
-      throw new WrennError("conflict", `sandbox ${row.id} was destroyed while it was starting`);
-    }
+    // The caller is answered now, its `running` mark on its way (see markRunning): that round trip
+    // is off the create's path, and this control plane's own reads of the sandbox wait for it.
+    options.audit?.written(); // its entry went in with the row: the sandbox was made
+    const now = new Date();
+    const running: Sandbox = {
+      ...sandbox!,
+      status: "running",
+      hostId: host.id,
+      hostIp: result.hostIp,
+      envdVersion: result.envdVersion,
+      runtime: result.runtime,
+      startedAt: now,
+      runningSince: now,
+      statusChangedAt: now,
+    };
+    this.running.saw(running);
+    this.markRunning(running, host, log);
     log.info({ hostId: host.id, template: template.name, runtime: running.runtime }, "sandbox created");
     return running;
   }
 
+  /**
+   * The `running` mark of a sandbox its caller has already been told runs. Until it lands, this
+   * control plane's reads of the sandbox wait for it (settled). What it records the host can tell
+   * again (the reconciler's stale `starting` rows), so its commit need not wait for the disk, and
+   * a database that refuses it is asked again, then left to the reconciler. A row no longer
+   * `starting` was destroyed meanwhile: the sandbox made on the host goes too.
+   */
+  private markRunning(sandbox: Sandbox, host: Host, log: Logger): void {
+    const mark = async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const marked = await this.transition(sandbox.id, {
+            from: ["starting"],
+            to: "running",
+            set: { hostId: sandbox.hostId, hostIp: sandbox.hostIp, envdVersion: sandbox.envdVersion, runtime: sandbox.runtime, startedAt: sandbox.startedAt },
+            flushLater: true,
+          });
+          if (!marked) {
+            await this.rollBackCreate(sandbox.id, host);
+            log.info({ hostId: host.id }, "sandbox destroyed while it was starting: removed from its host");
+          }
+          return;
+        } catch (err) {
+          if (attempt >= MARK_ATTEMPTS) {
+            log.error({ err: (err as Error).message }, "could not mark the sandbox running; the reconciler will, from what its host says");
+            return;
+          }
+          log.warn({ err: (err as Error).message, attempt }, "marking the sandbox running failed; trying again");
+          await new Promise((resolve) => setTimeout(resolve, MARK_RETRY_MS * attempt));
+        }
+      }
+    };
+    // Once the answer is on its way: building and sending the statement costs CPU.
+    const settled = new Promise<void>((resolve) => setImmediate(resolve)).then(mark).finally(() => this.marks.delete(sandbox.id));
+    this.marks.set(sandbox.id, { teamId: sandbox.teamId, settled });
+  }
+
+  /** Resolves once this control plane's pending `running` mark of the sandbox (if any) has landed or given up. */
+  settled(sandboxId: string): Promise<void> | undefined {
+    return this.marks.get(sandboxId)?.settled;
+  }
+
+  /** Every pending mark of the team's sandboxes (a list must show them as they are). */
+  private async teamSettled(teamId: string): Promise<void> {
+    const pending = [...this.marks.values()].filter((entry) => entry.teamId === teamId).map((entry) => entry.settled);
+    if (pending.length > 0) await Promise.all(pending);
+  }
+
+  /** Marks still on their way (tests; a clean shutdown waits for them). */
+  async allSettled(): Promise<void> {
+    await Promise.all([...this.marks.values()].map((entry) => entry.settled));
+  }
+
   async get(teamId: string, sandboxId: string): Promise<Sandbox> {
+    await this.settled(sandboxId);
     const sandbox = await this.repos.sandboxes.getForTeam(teamId, sandboxId);
     if (!sandbox) throw new WrennError("not_found", `sandbox ${sandboxId} not found`);
     return sandbox;
@@ -296,11 +359,13 @@ export class SandboxService {
 
   /** The team's sandboxes, newest first, a page at a time. */
   async list(teamId: string, input: ListSandboxesInput = {}): Promise<{ sandboxes: Sandbox[]; nextCursor?: string }> {
+    await this.teamSettled(teamId);
     return withCursorErrors(() => this.repos.sandboxes.list({ teamId, statuses: input.states, metadata: input.metadata, cursor: input.cursor, limit: input.limit }));
   }
 
   /** The same page, each sandbox rendered as JSON by the database through `view` (see SandboxRepository.listJson). */
   async listJson(teamId: string, input: ListSandboxesInput, view: SQL): Promise<SandboxJsonPage> {
+    await this.teamSettled(teamId);
     return withCursorErrors(() => this.repos.sandboxes.listJson({ teamId, statuses: input.states, metadata: input.metadata, cursor: input.cursor, limit: input.limit }, view));
   }
 
@@ -584,6 +649,21 @@ export class SandboxService {
   }
 
   /** The template `name` as `teamId` sees it (its own first, then the platform's), or not_found. */
+  /**
+   * visibleTemplate, from memory when this team asked for it lately and nothing this process wrote
+   * to templates since (catalog-version.ts); at most TEMPLATE_CACHE_MS old otherwise. A template
+   * deleted through another control plane meanwhile is refused by its host at the create.
+   */
+  private async templateToCreateFrom(teamId: string, name: string): Promise<Template> {
+    const key = `${teamId}/${name}`;
+    const version = catalogVersion.templates();
+    const cached = this.templates.get(key);
+    if (cached?.version === version) return cached.template;
+    const template = await this.visibleTemplate(teamId, name);
+    this.templates.set(key, { template, version });
+    return template;
+  }
+
   async visibleTemplate(teamId: string, name: string): Promise<Template> {
     const template = await this.repos.templates.findVisible(teamId, name);
     if (!template) throw new WrennError("not_found", `template ${name} not found`);
