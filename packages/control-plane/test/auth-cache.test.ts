@@ -35,7 +35,9 @@ test("past half its life an entry is served at once and looked up again in the b
   };
   await cache.resolve("wrn_x", lookup);
   await sleep(250);
-  assert.equal((await cache.resolve("wrn_x", lookup))?.teamId, "a", "the cached answer, while the refresh is still running");
+  assert.equal((await cache.resolve("wrn_x", lookup))?.teamId, "a", "the cached answer, before the refresh begins");
+  assert.equal(lookups, 1, "the refresh waits for the request's own work to be under way");
+  await new Promise((resolve) => setImmediate(resolve));
   assert.equal(lookups, 2, "the refresh began");
   release!();
   await sleep(10);

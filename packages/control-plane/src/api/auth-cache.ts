@@ -39,7 +39,9 @@ export class AuthCache {
     const key = AuthCache.keyOf(secret);
     const entry = this.entries.get(key);
     if (entry) {
-      if (performance.now() - entry.at > this.ttlMs / 2) this.refresh(key, lookup).catch(() => undefined); // a failed refresh leaves the entry to expire
+      // A failed refresh leaves the entry to expire. Sent once this request's own work is under
+      // way: building and sending the query costs CPU.
+      if (performance.now() - entry.at > this.ttlMs / 2 && !this.pending.has(key)) setImmediate(() => this.refresh(key, lookup).catch(() => undefined));
       return entry.auth;
     }
     return this.refresh(key, lookup);

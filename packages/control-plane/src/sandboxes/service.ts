@@ -485,7 +485,9 @@ export class SandboxService {
       ),
       host.id,
     ));
-    const audited = options.audit ? this.repos.audit.record(options.audit.entryFor(sandboxId)) : undefined;
+    // The entry goes out after the host's call: building and sending it costs CPU.
+    const entry = options.audit?.entryFor(sandboxId);
+    const audited = entry ? new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.repos.audit.record(entry)) : undefined;
     const [ran, recorded] = await Promise.allSettled([running, audited]);
     if (recorded.status === "fulfilled" && recorded.value) {
       if (ran.status === "fulfilled") options.audit!.written();
