@@ -168,8 +168,10 @@ describe("sandbox orchestration on one host", { skip: skipAgent }, () => {
   test("a sandbox the database has stopped but its host still runs is destroyed there by the reconciler", async () => {
     const { sandboxes, reconciler } = cp.orchestration;
     const sandbox = await sandboxes.create(team.id, { template: TEST_TEMPLATE, timeoutSec: 0 });
-    // As after a destroy whose RPC never reached the host.
-    await transitionSandbox(cp.database.db, sandbox.id, { from: ["running"], to: "stopped" });
+    // As after a destroy whose RPC never reached the host (a destroy waits for the create's
+    // `running` mark, which lands after the create's answer; this write goes around the service).
+    await sandboxes.settled(sandbox.id);
+    assert.ok(await transitionSandbox(cp.database.db, sandbox.id, { from: ["running"], to: "stopped" }));
     const report = await reconciler.reconcileHost(hostId);
     assert.deepEqual(report?.orphansDestroyed, [sandbox.id]);
     assert.deepEqual(await onHost(), []);
