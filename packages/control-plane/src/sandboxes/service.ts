@@ -296,7 +296,11 @@ export class SandboxService {
       }
     };
     // Once the answer is on its way: building and sending the statement costs CPU.
-    const settled = new Promise<void>((resolve) => setImmediate(resolve)).then(mark).finally(() => this.marks.delete(sandbox.id));
+    const settled = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(mark)
+      // Never a rejection for the reads waiting on it: a rollback that fails is the reconciler's.
+      .catch((err: unknown) => log.error({ err: (err as Error).message }, "settling the create's running mark failed; the reconciler will"))
+      .finally(() => this.marks.delete(sandbox.id));
     this.marks.set(sandbox.id, { teamId: sandbox.teamId, settled });
   }
 
