@@ -3,7 +3,6 @@
 // "another control plane" is a write straight to the database, which this process's repositories
 // never see.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { sql } from "drizzle-orm";
 import { pino } from "pino";
@@ -11,6 +10,7 @@ import { openDatabase, type Database } from "../src/db/database.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
 import { PLATFORM_TEAM_ID, type Host } from "../src/db/schema.js";
 import { Placement, type PlacementRequest } from "../src/orchestration/placement.js";
+import { addHostRow } from "./host-rows.js";
 
 const TEMPLATE = "view-base";
 const REQUEST: PlacementRequest = { template: TEMPLATE, hostTemplateName: TEMPLATE, vcpus: 1, memoryMb: 512, diskSizeMb: 1024 };
@@ -22,13 +22,7 @@ describe("placement's view of the hosts in memory", () => {
   const hosts: Record<string, Host> = {};
 
   async function addHost(name: string, memoryMb: number): Promise<Host> {
-    const host = await repos.hosts.createRegistered(
-      randomUUID(),
-      { address: `${name}.invalid:5008`, runtimes: ["gvisor"], capacity: { cpu: 8, memoryMb, diskMb: 100_000, slots: 50 } },
-      "never opened: no call is made to these hosts",
-    );
-    await repos.hostTemplates.replace(host.id, [{ name: TEMPLATE, teamId: PLATFORM_TEAM_ID, kind: "base", sizeBytes: 0 }]);
-    return (hosts[name] = host);
+    return (hosts[name] = await addHostRow(repos, name, { runtimes: ["gvisor"], memoryMb, template: TEMPLATE }));
   }
 
   const names = (ranked: Array<{ host: Host }>) => ranked.map(({ host }) => Object.keys(hosts).find((name) => hosts[name]!.id === host.id) ?? host.id);

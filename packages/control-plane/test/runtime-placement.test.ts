@@ -2,7 +2,6 @@
 // for hosts (no call ever reaches them: `place` runs the test's own attempt), and the migration
 // that added the column is applied to a database made before it.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -14,9 +13,10 @@ import { pino } from "pino";
 import { openDatabase, type Database } from "../src/db/database.js";
 import { migrationsFolder } from "../src/db/migrate.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
-import { PLATFORM_TEAM_ID, type Host } from "../src/db/schema.js";
+import type { Host } from "../src/db/schema.js";
 import { WrennError } from "../src/errors.js";
 import { Placement, type PlacementRequest } from "../src/orchestration/placement.js";
+import { addHostRow } from "./host-rows.js";
 
 const TEMPLATE = "base";
 const REQUEST: PlacementRequest = { template: TEMPLATE, hostTemplateName: TEMPLATE, vcpus: 1, memoryMb: 512, diskSizeMb: 1024 };
@@ -29,13 +29,7 @@ describe("placement by runtime", () => {
 
   /** A ready host row holding TEMPLATE; more memory ranks it higher among idle hosts. */
   async function addHost(name: string, runtimes: string[], memoryMb: number): Promise<Host> {
-    const host = await repos.hosts.createRegistered(
-      randomUUID(),
-      { address: `${name}.invalid:5008`, runtimes, capacity: { cpu: 8, memoryMb, diskMb: 100_000, slots: 50 } },
-      "never opened: no call is made to these hosts",
-    );
-    await repos.hostTemplates.replace(host.id, [{ name: TEMPLATE, teamId: PLATFORM_TEAM_ID, kind: "base", sizeBytes: 0 }]);
-    return (hosts[name] = host);
+    return (hosts[name] = await addHostRow(repos, name, { runtimes, memoryMb, template: TEMPLATE }));
   }
 
   before(async () => {

@@ -37,12 +37,12 @@ export class HostRepository {
 
   /** A pending host and the one-time token its agent registers with. */
   async create(): Promise<{ host: Host; registrationToken: string }> {
-    catalogVersion.hostsChanged();
     const registrationToken = newSecret(REGISTRATION_TOKEN_PREFIX);
     const [host] = await this.db
       .insert(hosts)
       .values({ registrationTokenHash: hashSecret(registrationToken) })
       .returning();
+    catalogVersion.hostsChanged();
     return { host: host!, registrationToken };
   }
 

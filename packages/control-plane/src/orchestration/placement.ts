@@ -120,7 +120,8 @@ export class Placement {
     const at = Date.now();
     const candidates = await this.repos.hosts.placementCandidates(hostTemplateName, NOT_ENDED_STATUSES);
     this.views.delete(hostTemplateName); // re-inserted: the map's order is the order of reads
-    this.views.set(hostTemplateName, { candidates: candidates.map((entry) => ({ ...entry })), at, version, refreshing: false });
+    // Rankings copy what they take from a candidate: reserve() may count on these objects.
+    this.views.set(hostTemplateName, { candidates, at, version, refreshing: false });
     if (this.views.size > MAX_VIEWS) this.views.delete(this.views.keys().next().value!);
     return candidates;
   }

@@ -4,6 +4,7 @@
 // snapshot mark `paused` before their RPC and revert on failure); state-changing RPCs never take
 // the caller's AbortSignal, so a caller going away cannot leave one half-done.
 import { randomBytes, randomInt } from "node:crypto";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { SQL } from "drizzle-orm";
 import { OnTimeout as OnTimeoutAction, type ExecStreamResponse, type MetricPoint as AgentMetricPoint, type WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
@@ -210,7 +211,7 @@ export class SandboxService {
           ),
           host.id,
         ));
-        const recorded = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+        const recorded = nextTurn().then(() =>
           sandbox ? this.repos.sandboxes.update(sandbox.id, { hostId: host.id }) : this.repos.sandboxes.create({ ...row, hostId: host.id }, auditEntry),
         );
         const [written, created] = await Promise.allSettled([recorded, creating]);
@@ -296,7 +297,7 @@ export class SandboxService {
       }
     };
     // Once the answer is on its way: building and sending the statement costs CPU.
-    const settled = new Promise<void>((resolve) => setImmediate(resolve))
+    const settled = nextTurn()
       .then(mark)
       // Never a rejection for the reads waiting on it: a rollback that fails is the reconciler's.
       .catch((err: unknown) => log.error({ err: (err as Error).message }, "settling the create's running mark failed; the reconciler will"))
@@ -315,7 +316,7 @@ export class SandboxService {
     if (pending.length > 0) await Promise.all(pending);
   }
 
-  /** Marks still on their way (tests; a clean shutdown waits for them). */
+  /** Every mark still on its way (a reconcile pass and a clean shutdown wait for them). */
   async allSettled(): Promise<void> {
     await Promise.all([...this.marks.values()].map((entry) => entry.settled));
   }
@@ -491,7 +492,7 @@ export class SandboxService {
     ));
     // The entry goes out after the host's call: building and sending it costs CPU.
     const entry = options.audit?.entryFor(sandboxId);
-    const audited = entry ? new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.repos.audit.record(entry)) : undefined;
+    const audited = entry ? nextTurn().then(() => this.repos.audit.record(entry)) : undefined;
     const [ran, recorded] = await Promise.allSettled([running, audited]);
     if (recorded.status === "fulfilled" && recorded.value) {
       if (ran.status === "fulfilled") options.audit!.written();
@@ -654,7 +655,6 @@ export class SandboxService {
     return { host, sizeBytes: Number(flattened.sizeBytes) };
   }
 
-  /** The template `name` as `teamId` sees it (its own first, then the platform's), or not_found. */
   /**
    * visibleTemplate, from memory when this team asked for it lately and nothing this process wrote
    * to templates since (catalog-version.ts); at most TEMPLATE_CACHE_MS old otherwise. A template
@@ -670,6 +670,7 @@ export class SandboxService {
     return template;
   }
 
+  /** The template `name` as `teamId` sees it (its own first, then the platform's), or not_found. */
   async visibleTemplate(teamId: string, name: string): Promise<Template> {
     const template = await this.repos.templates.findVisible(teamId, name);
     if (!template) throw new WrennError("not_found", `template ${name} not found`);
