@@ -1,9 +1,11 @@
 // Connect clients for host agents (hostagent.v1.HostAgentService over h2c with the host's token),
 // one cached per host, and the one place where an agent's Connect codes become WrennError codes.
+import type { DescMethodUnary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { HostAgentService } from "@wrenn/proto/hostagent";
 import { WrennError, type ErrorCode } from "../errors.js";
+import { unaryCall } from "./unary-call.js";
 
 export type AgentClient = Client<typeof HostAgentService>;
 export type { CallOptions };
@@ -37,7 +39,12 @@ export function openAgentClient(endpoint: AgentEndpoint, defaultTimeoutMs = AGEN
   // Pings notice a dead agent on an open connection; an idle connection is dropped after a minute.
   const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, pingTimeoutMs: 5_000, idleConnectionTimeoutMs: 60_000 });
   const transport = createConnectTransport({ baseUrl, httpVersion: "2", sessionManager, interceptors: [bearer], defaultTimeoutMs });
-  return { client: createClient(HostAgentService, transport), close: () => sessionManager.abort() };
+  const client: Record<string, unknown> = { ...createClient(HostAgentService, transport) };
+  // Unary calls go straight on the same connection (unary-call.ts); streams stay Connect's.
+  for (const method of HostAgentService.methods) {
+    if (method.methodKind === "unary") client[method.localName] = unaryCall(sessionManager, method as DescMethodUnary, { authorization: `Bearer ${endpoint.token}` }, defaultTimeoutMs);
+  }
+  return { client: client as AgentClient, close: () => sessionManager.abort() };
 }
 
 /** One client per host, replaced when the host's address or token changes. */
