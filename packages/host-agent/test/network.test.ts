@@ -310,4 +310,43 @@ describe("removeOrphanNetworks", { skip }, () => {
       await cleanup.run();
     }
   });
+
+  test("a sweep running while another agent builds its networks never takes one of them", async () => {
+    // An agent starting up sweeps every id (no prefix) while the other agents on the host create
+    // sandboxes: a network between `netns add` and its addresses must not look abandoned.
+    const firewall = new Firewall({ table, pool, dnsServers: ["192.0.2.53"] });
+    const builder = new SlotAllocator("10.212.0.0/26"); // another agent's pool
+    const cleanup = new Cleanup();
+    await firewall.setup();
+    cleanup.defer("tear down firewall", () => firewall.teardown());
+    let building = true;
+    const taken: string[] = [];
+    const racers = Array.from({ length: 40 }, (_, i) => planNetwork(`${TEST_PREFIX}race${i}`, i % 16, builder));
+    const theirs = new Set(racers.flatMap((net) => [net.hostInterface, net.namespace]));
+    const sweeping = (async () => {
+      let sweeps = 0;
+      while (building || sweeps === 0) {
+        const removed = await removeOrphanNetworks(new Set(), firewall);
+        taken.push(...[...removed.interfaces, ...removed.namespaces].filter((name) => theirs.has(name)));
+        sweeps++;
+      }
+      return sweeps;
+    })();
+    try {
+      for (const net of racers) {
+        const own = new Cleanup();
+        try {
+          await createNetwork(net.sandboxId, net.slot, builder, own);
+        } finally {
+          await own.run();
+        }
+      }
+    } finally {
+      building = false;
+      const sweeps = await sweeping;
+      await cleanup.run();
+      assert.ok(sweeps > 1, "the sweep ran alongside the creates");
+    }
+    assert.deepEqual(taken, []);
+  });
 });

@@ -45,8 +45,13 @@ export async function removeOrphanNetworks(known: ReadonlySet<string>, firewall:
   const ours = (sandboxId: string | undefined): sandboxId is string => sandboxId !== undefined && sandboxId.startsWith(prefix) && !known.has(sandboxId);
   const removed: RemovedOrphans = { namespaces: [], interfaces: [], firewallSandboxes: [] };
 
+  // Veths before namespaces: a namespace is made before its veth, so every veth listed has its
+  // namespace (if it still has a name) in the list read after. The other order misses the
+  // namespace of a veth another agent made in between, and took that veth, being built, for one
+  // whose namespace lost its name (its create then failed: `Cannot find device "eth0"`).
+  const listed = await rootVeths();
   const namesById = await namespaceNamesById();
-  const veths = (await rootVeths()).map((veth) => ({ ...veth, peerNamespace: veth.peerNamespaceId === undefined ? undefined : namesById.get(veth.peerNamespaceId) }));
+  const veths = listed.map((veth) => ({ ...veth, peerNamespace: veth.peerNamespaceId === undefined ? undefined : namesById.get(veth.peerNamespaceId) }));
   const expected = new Set([...known].map(hostInterfaceName));
   const now = Date.now();
   const grace = options.addresslessGraceMs ?? DEFAULT_ADDRESSLESS_GRACE_MS;
