@@ -104,8 +104,9 @@ export function unaryCall<I extends DescMessage, O extends DescMessage>(
         }
       });
       stream.once("error", (err: Error) => settle(connectErrorFromNode(err)));
-      // Closed with no answer: the connection or the agent reset it.
-      stream.once("close", () => settle(new ConnectError(`the agent's stream closed before its answer (code ${stream.rstCode})`, Code.Aborted)));
+      // Closed with no answer: the connection or the agent reset it. Every stream closes, answered
+      // or not: the error (a stack trace, its headers) is made only when there is none.
+      stream.once("close", () => settled || settle(new ConnectError(`the agent's stream closed before its answer (code ${stream.rstCode})`, Code.Aborted)));
       stream.end(body);
     });
   };
