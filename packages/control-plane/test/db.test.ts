@@ -13,6 +13,7 @@ import { migrationsFolder } from "../src/db/migrate.js";
 import { createRepositories, type Repositories } from "../src/db/repositories.js";
 import { apiKeys, PLATFORM_TEAM_ID, type NewSandbox, type Sandbox } from "../src/db/schema.js";
 import { hashSecret } from "../src/db/tokens.js";
+import { addHostRow } from "./host-rows.js";
 import { createDatabase, skipPostgres, startPostgres, type PostgresCluster } from "./postgres-harness.js";
 
 const appliedMigrations = pgSchema("drizzle").table("__drizzle_migrations", { id: serial("id"), hash: text("hash") });
@@ -164,6 +165,29 @@ for (const backend of backends) {
       assert.equal((await repos.sandboxes.transition(sandbox.id, { from: ["running"], to: "paused" }))?.status, "paused");
       assert.equal(await repos.sandboxes.transition(sandbox.id, { from: ["running"], to: "stopped" }), undefined);
       assert.equal((await repos.sandboxes.transition(sandbox.id, { from: ["paused"], to: "running" }))?.status, "running");
+    });
+
+    test("a create's running mark (one prepared statement) sets what the host answered, once, and only on a starting row", async () => {
+      const team = await newTeam();
+      const hostId = (await addHostRow(repos, `mark-${newId()}`, { runtimes: ["gvisor"], memoryMb: 1024, template: "base" })).id;
+      const started = { hostId, hostIp: "10.9.0.2", envdVersion: "0.1.0", runtime: "gvisor" as const, startedAt: new Date(Date.now() - 1500) };
+      const [one, two] = [await newSandbox(team.id), await newSandbox(team.id)];
+      // Several marks at once on two rows (and again on each connection of the pool): each row is marked once.
+      const marks = await Promise.all([one, two, one, two].map((sandbox, i) => repos.sandboxes.markStarted(sandbox.id, started, new Date(started.startedAt.getTime() + i))));
+      assert.equal(marks.filter((row) => row !== undefined).length, 2);
+      for (const sandbox of [one, two]) {
+        const row = await repos.sandboxes.get(sandbox.id);
+        assert.equal(row?.status, "running");
+        assert.deepEqual({ hostId: row.hostId, hostIp: row.hostIp, envdVersion: row.envdVersion, runtime: row.runtime }, { hostId, hostIp: "10.9.0.2", envdVersion: "0.1.0", runtime: "gvisor" });
+        assert.deepEqual(row.startedAt, started.startedAt);
+        assert.ok(row.runningSince && Math.abs(row.runningSince.getTime() - started.startedAt.getTime()) < 5, "the run segment opens when the host started it");
+      }
+      // A row destroyed while it was starting is not marked.
+      const destroyed = await newSandbox(team.id);
+      await repos.sandboxes.transition(destroyed.id, { from: ["starting"], to: "stopped" });
+      assert.equal(await repos.sandboxes.markStarted(destroyed.id, started, new Date()), undefined);
+      assert.equal((await repos.sandboxes.get(destroyed.id))?.status, "stopped");
+      assert.equal(await repos.sandboxes.markStarted("sbx-missing", started, new Date()), undefined);
     });
 
     test("of ten concurrent transitions from one status exactly one wins", async () => {

@@ -2,7 +2,7 @@
 import { and, desc, eq, inArray, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import { auditInsertFrom, type NewAuditEntry } from "./audit.js";
 import type { Db } from "./database.js";
-import { sandboxes, type NewSandbox, type Sandbox, type SandboxStatus } from "./schema.js";
+import { sandboxes, type NewSandbox, type Sandbox, type SandboxRuntime, type SandboxStatus } from "./schema.js";
 
 type ChangeableColumns = Omit<NewSandbox, "id" | "teamId" | "status" | "createdAt" | "statusChangedAt">;
 /** Columns a transition may set besides the status (the id, team and creation time never change): values, or SQL over the row. */
@@ -46,6 +46,42 @@ export class InvalidCursorError extends Error {
 
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 1000;
+
+/** What a host answered for a sandbox it created: the columns its `running` mark sets. */
+export interface StartedOnHost {
+  hostId: string;
+  hostIp: string | null;
+  envdVersion: string | null;
+  runtime: SandboxRuntime | null;
+  startedAt: Date;
+}
+
+/**
+ * The `running` mark that follows every create (markStarted), built once per database handle and
+ * prepared by name on each connection: drizzle takes ~0.4 ms of CPU to build an UPDATE's text
+ * (measured warm on these machines), spent right when the create's caller sends its next request.
+ */
+const preparedMarks = new WeakMap<Db, ReturnType<typeof prepareMark>>();
+
+function prepareMark(db: Db) {
+  const value = (name: string) => sql`${sql.placeholder(name)}`;
+  return db
+    .update(sandboxes)
+    .set({
+      hostId: value("hostId"),
+      hostIp: value("hostIp"),
+      envdVersion: value("envdVersion"),
+      runtime: value("runtime"),
+      startedAt: sql`${sql.placeholder("startedAt")}::timestamptz`,
+      runningSince: sql`coalesce(${sandboxes.runningSince}, ${sql.placeholder("now")}::timestamptz)`,
+      status: "running",
+      statusChangedAt: sql`now()`,
+    })
+    // Evaluated for the matching row only: its commit does not wait for the WAL flush.
+    .where(and(eq(sandboxes.id, sql.placeholder("id")), eq(sandboxes.status, "starting"), sql`set_config('synchronous_commit', 'off', true) = 'off'`))
+    .returning()
+    .prepare("wrenn_mark_started");
+}
 
 export class SandboxRepository {
   constructor(private readonly db: Db) {}
@@ -109,6 +145,18 @@ export class SandboxRepository {
     const updated = this.db.$with("updated").as(update);
     const audited = this.db.$with("audited", {}).as(auditInsertFrom(change.audit, sql`${updated}`));
     const [row] = await this.db.with(updated, audited).select().from(updated);
+    return row;
+  }
+
+  /**
+   * `starting` → `running` with what the host answered, committed asynchronously: the same
+   * compare-and-set as transition(id, { from: ["starting"], to: "running", set, flushLater: true })
+   * with `runningSince` opened at `now`, one prepared statement.
+   */
+  async markStarted(id: string, started: StartedOnHost, now: Date): Promise<Sandbox | undefined> {
+    let prepared = preparedMarks.get(this.db);
+    if (!prepared) preparedMarks.set(this.db, (prepared = prepareMark(this.db)));
+    const [row] = await prepared.execute({ id, ...started, startedAt: started.startedAt.toISOString(), now: now.toISOString() });
     return row;
   }
 

@@ -8,7 +8,6 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { SQL } from "drizzle-orm";
 import { OnTimeout as OnTimeoutAction, type ExecStreamResponse, type MetricPoint as AgentMetricPoint, type WriteFileStreamRequestSchema } from "@wrenn/proto/hostagent";
-import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
 import { catalogVersion } from "../db/catalog-version.js";
 import type { Db } from "../db/database.js";
@@ -22,8 +21,9 @@ import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.j
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
 import { templateRuntimes } from "../templates/runtimes.js";
-import { CREATE_TIMEOUT_MS, FINAL_STATUSES, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
+import { CREATE_TIMEOUT_MS, FINAL_STATUSES, markStarted, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
 import { AgentTime } from "./agent-time.js";
+import { ReadBehindCache } from "./read-behind.js";
 import { RunningSandboxCache, type RunningSandbox } from "./running-cache.js";
 
 export const SANDBOX_DEFAULTS = { vcpus: 1, memoryMb: 512, diskSizeMb: 5120, timeoutSec: 300 } as const;
@@ -36,8 +36,9 @@ const HOUSEKEEPING_TIMEOUT_MS = 10_000;
 /** A `running` mark the database refuses is asked again this many times in all, MARK_RETRY_MS × attempt apart. */
 const MARK_ATTEMPTS = 4;
 const MARK_RETRY_MS = 500;
-/** How long a template looked up for a create may stand in for the database (see templateToCreateFrom). */
+/** How long a template looked up for a create may stand in for the database, and its age when it is read again behind the creates using it (see templateToCreateFrom). */
 const TEMPLATE_CACHE_MS = 10_000;
+const TEMPLATE_REFRESH_MS = 1_000;
 const RANGE_SECONDS: Record<MetricTier, number> = { "10m": 600, "2h": 7200, "24h": 86_400 };
 
 export interface CreateSandboxInput {
@@ -127,7 +128,15 @@ export class SandboxService {
   private readonly running = new RunningSandboxCache();
   private readonly statusListeners: Array<StatusListener> = [];
   /** Templates creates asked for lately, by team and name (see templateToCreateFrom). */
-  private readonly templates = new LRUCache<string, { template: Template; version: number }>({ max: 10_000, ttl: TEMPLATE_CACHE_MS });
+  private readonly templates = new ReadBehindCache<Template>({
+    max: 10_000,
+    maxAgeMs: TEMPLATE_CACHE_MS,
+    refreshMs: TEMPLATE_REFRESH_MS,
+    version: catalogVersion.templates,
+    onRefreshError: (key, err) => {
+      if (!(err instanceof WrennError && err.code === "not_found")) this.log.warn({ template: key, err: (err as Error).message }, "reading a template again failed");
+    },
+  });
   /** `running` marks on their way, by sandbox (see markRunning). */
   private readonly marks = new Map<string, { teamId: string; settled: Promise<void> }>();
 
@@ -275,12 +284,8 @@ export class SandboxService {
     const mark = async () => {
       for (let attempt = 1; ; attempt++) {
         try {
-          const marked = await this.transition(sandbox.id, {
-            from: ["starting"],
-            to: "running",
-            set: { hostId: sandbox.hostId, hostIp: sandbox.hostIp, envdVersion: sandbox.envdVersion, runtime: sandbox.runtime, startedAt: sandbox.startedAt },
-            flushLater: true,
-          });
+          const started = { hostId: host.id, hostIp: sandbox.hostIp, envdVersion: sandbox.envdVersion, runtime: sandbox.runtime, startedAt: sandbox.startedAt! };
+          const marked = this.changed(sandbox.id, await markStarted(this.options.db, sandbox.id, started, sandbox.startedAt!));
           if (!marked) {
             await this.rollBackCreate(sandbox.id, host);
             log.info({ hostId: host.id }, "sandbox destroyed while it was starting: removed from its host");
@@ -330,7 +335,11 @@ export class SandboxService {
 
   /** A status change (see transitionSandbox) that keeps the cache of running sandboxes in step. */
   private async transition(sandboxId: string, change: SandboxTransition): Promise<Sandbox | undefined> {
-    const changed = await transitionSandbox(this.options.db, sandboxId, change);
+    return this.changed(sandboxId, await transitionSandbox(this.options.db, sandboxId, change));
+  }
+
+  /** What a status change this service made (or tried: undefined) tells its cache and listeners. */
+  private changed(sandboxId: string, changed: Sandbox | undefined): Sandbox | undefined {
     if (changed) this.running.saw(changed);
     else this.running.forget(sandboxId);
     for (const listener of this.statusListeners) listener(sandboxId, changed?.status);
@@ -657,17 +666,12 @@ export class SandboxService {
 
   /**
    * visibleTemplate, from memory when this team asked for it lately and nothing this process wrote
-   * to templates since (catalog-version.ts); at most TEMPLATE_CACHE_MS old otherwise. A template
-   * deleted through another control plane meanwhile is refused by its host at the create.
+   * to templates since (catalog-version.ts): read again behind the creates once TEMPLATE_REFRESH_MS
+   * old, never older than TEMPLATE_CACHE_MS (read-behind.ts). A template deleted through another
+   * control plane meanwhile is refused by its host at the create.
    */
-  private async templateToCreateFrom(teamId: string, name: string): Promise<Template> {
-    const key = `${teamId}/${name}`;
-    const version = catalogVersion.templates();
-    const cached = this.templates.get(key);
-    if (cached?.version === version) return cached.template;
-    const template = await this.visibleTemplate(teamId, name);
-    this.templates.set(key, { template, version });
-    return template;
+  private templateToCreateFrom(teamId: string, name: string): Promise<Template> {
+    return this.templates.get(`${teamId}/${name}`, () => this.visibleTemplate(teamId, name));
   }
 
   /** The template `name` as `teamId` sees it (its own first, then the platform's), or not_found. */
