@@ -15,7 +15,7 @@
 //   The control plane runs on its default embedded database (the private PostgreSQL cluster); the
 //   reads are measured again on a second control plane over PGlite, for comparison.
 // Both servers run as child processes; autocannon runs as its own process too.
-// Usage: `make bench-control-plane`, or `node --import tsx bench/control-plane/run.ts [--runs 30] [--duration 10]`.
+// Usage: `make bench-control-plane`, or `node --import tsx bench/control-plane/run.ts [--runs 30] [--warmup 5] [--duration 10]`.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
@@ -32,19 +32,21 @@ import { rest, startControlPlane, startServer, stop, stopControlPlane, summary, 
 const { values } = parseArgs({
   options: {
     runs: { type: "string", default: "30" },
+    warmup: { type: "string", default: "5" },
     duration: { type: "string", default: "10" },
     connections: { type: "string", default: "50" },
   },
 });
 const RUNS = Number(values.runs);
+const WARMUP = Number(values.warmup);
 const DURATION_SEC = Number(values.duration);
 const CONNECTIONS = Number(values.connections);
 const GOALS = { overheadP50Ms: 10, readsPerSec: 2000 };
 /**
- * The page read under load: the 30 benchmark sandboxes (stopped by then) and the 3 running ones,
- * ~34 rows like the runs before the list began to hide ended sandboxes by default.
+ * The page read under load: 34 of the benchmark's sandboxes (stopped by then) and the 3 running
+ * ones, as in every run before (the warm-up's sandboxes make more than 34; the rest are the next page).
  */
-const LIST_PATH = "/v1/sandboxes?state=running,stopped";
+const LIST_PATH = "/v1/sandboxes?state=running,stopped&limit=34";
 const POOL = "10.243.0.0/24";
 const TABLE = `wrenn_bcp${process.pid}`;
 // The direct measurements run on an agent of their own: the control plane's reconciler destroys
@@ -218,7 +220,6 @@ async function main(): Promise<void> {
       for (let i = 0; i < 2; i++) await post(floorBase, "/hop", api.key, { cmd: "/bin/echo" });
       return performance.now() - started;
     };
-    await twoHops();
     // The bare forwarder, on the direct agent (no reconciler there to destroy what it makes).
     const forwarderStarted = await startServer(
       ["--import", "tsx", path.join(repoRoot, "bench", "control-plane", "bare-forwarder.ts"), `127.0.0.1:${directAgent.port}`, directAgent.token],
@@ -227,13 +228,18 @@ async function main(): Promise<void> {
     );
     forwarder = forwarderStarted.child;
     const forwarderApi: Api = { url: `http://127.0.0.1:${forwarderStarted.matches[0]![1]!}`, key: "" };
-    const warmForwarder = await restCreateThenExec(forwarderApi);
-    await rest(forwarderApi, "DELETE", `/v1/sandboxes/${warmForwarder.id}`);
-    // Warm-up both paths, then interleave so drift on a noisy machine hits both alike.
-    const warm = await restCreateThenExec(api);
-    await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
-    await agentCreateThenExec(directAgent, "warmup");
-    await directAgent.client.destroySandbox({ sandboxId: "warmup" });
+    // Warm-up: the same rounds as measured, untimed, so that every server runs JIT-compiled code
+    // as it does in service (one round left the control plane's request path ~1 ms slower than
+    // warm). Then interleave so drift on a noisy machine hits every path alike.
+    for (let i = 0; i < WARMUP; i++) {
+      const warm = await restCreateThenExec(api);
+      await twoHops();
+      const warmForwarder = await restCreateThenExec(forwarderApi);
+      await rest(forwarderApi, "DELETE", `/v1/sandboxes/${warmForwarder.id}`);
+      await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
+      await agentCreateThenExec(directAgent, `warmup${i}`);
+      await directAgent.client.destroySandbox({ sandboxId: `warmup${i}` });
+    }
     const viaRest: number[] = [];
     const ownCost: number[] = [];
     const inServer: number[] = [];
