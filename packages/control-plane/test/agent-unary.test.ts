@@ -66,9 +66,18 @@ describe("agent client: unary calls on the HTTP/2 session", () => {
     await new Promise((resolve) => server.close(resolve));
   });
 
-  test("an answer comes back decoded, with the host's token and the deadline sent", async () => {
-    const { client, close } = openAgentClient({ address, token: "secret-token" });
+  /** `run` with a client of the test agent (the host token given), closed after. */
+  async function withClient(token: string, run: (client: ReturnType<typeof openAgentClient>["client"]) => Promise<void>): Promise<void> {
+    const { client, close } = openAgentClient({ address, token });
     try {
+      await run(client);
+    } finally {
+      close();
+    }
+  }
+
+  test("an answer comes back decoded, with the host's token and the deadline sent", async () => {
+    await withClient("secret-token", async (client) => {
       const result = await client.exec({ sandboxId: "sb1", cmd: "echo", args: ["a", "b"] }, { timeoutMs: 4321, headers: { "x-wrenn-test": "yes" } });
       assert.equal(new TextDecoder().decode(result.stdout), "echo a b\n");
       assert.equal(result.exitCode, 7);
@@ -78,14 +87,11 @@ describe("agent client: unary calls on the HTTP/2 session", () => {
       // Many at once on the one connection.
       const many = await Promise.all(Array.from({ length: 20 }, (_, i) => client.exec({ sandboxId: "sb1", cmd: `c${i}` })));
       assert.deepEqual(many.map((r) => new TextDecoder().decode(r.stdout)), Array.from({ length: 20 }, (_, i) => `c${i} \n`));
-    } finally {
-      close();
-    }
+    });
   });
 
   test("the agent's errors keep their Connect code and message", async () => {
-    const { client, close } = openAgentClient({ address, token: "t" });
-    try {
+    await withClient("t", async (client) => {
       const missing = await client.exec({ sandboxId: "sb9", cmd: "missing" }).then(() => assert.fail("answered"), (err: unknown) => err);
       assert.ok(missing instanceof ConnectError);
       assert.equal(missing.code, Code.NotFound);
@@ -94,14 +100,11 @@ describe("agent client: unary calls on the HTTP/2 session", () => {
       const full = await client.exec({ sandboxId: "sb9", cmd: "full" }).then(() => assert.fail("answered"), (err: unknown) => err);
       assert.equal(agentError(full, "h1").code, "resource_exhausted");
       assert.match(agentError(full, "h1").message, /no room for 4 vCPUs/);
-    } finally {
-      close();
-    }
+    });
   });
 
   test("a call past its deadline fails DeadlineExceeded, and the agent sees it cancelled", async () => {
-    const { client, close } = openAgentClient({ address, token: "t" });
-    try {
+    await withClient("t", async (client) => {
       expectCancel();
       const started = performance.now();
       const err = await client.pingSandbox({ sandboxId: "sb1" }, { timeoutMs: 300 }).then(() => assert.fail("answered"), (e: unknown) => e);
@@ -110,14 +113,11 @@ describe("agent client: unary calls on the HTTP/2 session", () => {
       assert.ok(performance.now() - started < 5_000);
       assert.ok(await Promise.race([cancelled.then(() => true), sleep(5_000, false)]), "the handler never saw its call end");
       assert.equal(agentError(err, "h1").code, "unavailable");
-    } finally {
-      close();
-    }
+    });
   });
 
   test("an aborted signal cancels the call on the agent too; one aborted before is never sent", async () => {
-    const { client, close } = openAgentClient({ address, token: "t" });
-    try {
+    await withClient("t", async (client) => {
       expectCancel();
       const abort = new AbortController();
       const call = client.pingSandbox({ sandboxId: "sb1" }, { signal: abort.signal, timeoutMs: 30_000 });
@@ -134,9 +134,7 @@ describe("agent client: unary calls on the HTTP/2 session", () => {
       assert.equal((early as ConnectError).code, Code.Canceled);
       assert.equal(seen.authorization, "", "an aborted call reached the agent");
       seen.authorization = before;
-    } finally {
-      close();
-    }
+    });
   });
 
   test("no agent listening, or its connection reset mid-call: unavailable", async () => {
@@ -152,15 +150,12 @@ describe("agent client: unary calls on the HTTP/2 session", () => {
     } finally {
       nobody.close();
     }
-    const { client, close } = openAgentClient({ address, token: "t" });
-    try {
+    await withClient("t", async (client) => {
       const err = await client.terminate({}, { timeoutMs: 5_000 }).then(() => assert.fail("answered"), (e: unknown) => e);
       assert.equal(agentError(err, "h1").code, "unavailable");
       // The next call opens a new connection and succeeds.
       const result = await client.exec({ sandboxId: "sb1", cmd: "again" });
       assert.equal(new TextDecoder().decode(result.stdout), "again \n");
-    } finally {
-      close();
-    }
+    });
   });
 });
