@@ -13,9 +13,36 @@ export class QmpError extends Error {
 
 type QmpMessage = { QMP?: unknown; return?: unknown; error?: { class: string; desc: string }; event?: string };
 
+/** How long to wait before trying a connection QEMU's socket had no room for again. */
+const BUSY_RETRY_MS = 5;
+
+/**
+ * A connection to the socket at `socketPath`. QEMU listens with a backlog of one and accepts the
+ * next client only once its main loop has seen the last one hang up, so commands in quick
+ * succession (a pause polls the migration) can find the backlog full: connect() fails EAGAIN,
+ * and is tried again until `deadline` (performance.now()).
+ */
+async function connectWhenFree(socketPath: string, deadline: number): Promise<net.Socket> {
+  for (;;) {
+    const socket = net.connect(socketPath);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("error", reject);
+      });
+      return socket;
+    } catch (err) {
+      socket.destroy();
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN" || performance.now() + BUSY_RETRY_MS > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS));
+    }
+  }
+}
+
 /** Runs `command` on the QMP socket at `socketPath`; its `return` value. */
 export async function qmp<T = unknown>(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<T> {
-  const socket = net.connect(socketPath);
+  const deadline = performance.now() + timeoutMs;
+  const socket = await connectWhenFree(socketPath, deadline);
   socket.setEncoding("utf8");
   const messages: QmpMessage[] = [];
   let waiting: ((message: QmpMessage | Error) => void) | undefined;
@@ -62,7 +89,7 @@ export async function qmp<T = unknown>(socketPath: string, command: string, args
     if (answer.error) throw new QmpError(`${execute}: ${answer.error.desc}`, answer.error.class);
     return answer.return;
   };
-  const timer = setTimeout(() => deliver(new QmpError(`QMP ${command} on ${socketPath} took over ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(() => deliver(new QmpError(`QMP ${command} on ${socketPath} took over ${timeoutMs} ms`)), Math.max(0, deadline - performance.now()));
   try {
     const greeting = await next();
     if (greeting.QMP === undefined) throw new QmpError(`no QMP greeting on ${socketPath}`);
