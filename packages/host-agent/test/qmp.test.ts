@@ -46,23 +46,27 @@ describe("QMP client", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function listen(socketPath: string, holdSec: number): Promise<void> {
+  /**
+   * A listener at `socketPath` that accepts nothing for `holdSec`, its backlog filled by two
+   * clients (QEMU's case: the last command's connection, not yet seen hung up); those clients.
+   */
+  async function fullListener(socketPath: string, holdSec: number): Promise<net.Socket[]> {
     const listener = spawn("python3", ["-c", LISTENER, socketPath, String(holdSec)], { stdio: ["ignore", "pipe", "inherit"] });
     listeners.push(listener);
     const [line] = (await once(createInterface({ input: listener.stdout! }), "line")) as [string];
     assert.equal(line, "ready");
-  }
-
-  test("a socket with no room for another client is tried again until it has (QEMU's backlog of one)", async () => {
-    const socketPath = path.join(dir, "busy.qmp");
-    await listen(socketPath, 0.4);
-    // Two clients fill the backlog (QEMU: the last command's connection, not yet seen hung up).
     const fillers: net.Socket[] = [];
     for (let i = 0; i < 2; i++) {
       const filler = net.connect(socketPath);
       await once(filler, "connect");
       fillers.push(filler);
     }
+    return fillers;
+  }
+
+  test("a socket with no room for another client is tried again until it has (QEMU's backlog of one)", async () => {
+    const socketPath = path.join(dir, "busy.qmp");
+    const fillers = await fullListener(socketPath, 0.4);
     const refused = net.connect(socketPath);
     const [err] = (await once(refused, "error")) as [NodeJS.ErrnoException];
     assert.equal(err.code, "EAGAIN", "the listener's backlog is full");
@@ -76,13 +80,7 @@ describe("QMP client", () => {
 
   test("a socket that stays full past the command's timeout fails with EAGAIN, in time", async () => {
     const socketPath = path.join(dir, "full.qmp");
-    await listen(socketPath, 30);
-    const fillers: net.Socket[] = [];
-    for (let i = 0; i < 2; i++) {
-      const filler = net.connect(socketPath);
-      await once(filler, "connect");
-      fillers.push(filler);
-    }
+    const fillers = await fullListener(socketPath, 30);
     const started = performance.now();
     await assert.rejects(qmp(socketPath, "query-status", undefined, 300), { code: "EAGAIN" });
     assert.ok(performance.now() - started < 5_000);
