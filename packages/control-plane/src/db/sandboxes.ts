@@ -74,7 +74,7 @@ function prepareMark(db: Db) {
       envdVersion: value("envdVersion"),
       runtime: value("runtime"),
       startedAt: sql`${sql.placeholder("startedAt")}::timestamptz`,
-      runningSince: sql`coalesce(${sandboxes.runningSince}, ${sql.placeholder("now")}::timestamptz)`,
+      runningSince: sql`coalesce(${sandboxes.runningSince}, ${sql.placeholder("startedAt")}::timestamptz)`,
       status: "running",
       statusChangedAt: sql`now()`,
     })
@@ -152,12 +152,12 @@ export class SandboxRepository {
   /**
    * `starting` → `running` with what the host answered, committed asynchronously: the same
    * compare-and-set as transition(id, { from: ["starting"], to: "running", set, flushLater: true })
-   * with `runningSince` opened at `now`, one prepared statement.
+   * with its run segment (`runningSince`) opened when the host started it, one prepared statement.
    */
-  async markStarted(id: string, started: StartedOnHost, now: Date): Promise<Sandbox | undefined> {
+  async markStarted(id: string, started: StartedOnHost): Promise<Sandbox | undefined> {
     let prepared = preparedMarks.get(this.db);
     if (!prepared) preparedMarks.set(this.db, (prepared = prepareMark(this.db)));
-    const [row] = await prepared.execute({ id, ...started, startedAt: started.startedAt.toISOString(), now: now.toISOString() });
+    const [row] = await prepared.execute({ id, ...started, startedAt: started.startedAt.toISOString() });
     return row;
   }
 
@@ -203,9 +203,10 @@ export class SandboxRepository {
    * then parses, maps and re-serializes no column in the control plane, one query either way.
    */
   async listJson(request: SandboxPageRequest, view: SQL): Promise<SandboxJsonPage> {
-    const [row] = await rawRows<{ items: string; more: boolean; last_created_at: Date | string | null; last_id: string | null }>(this.db, listStatement(request, view));
-    if (!row!.more || row!.last_created_at === null || row!.last_id === null) return { json: row!.items };
-    return { json: row!.items, nextCursor: encodeCursor({ createdAt: new Date(row!.last_created_at), id: row!.last_id }) };
+    const rows = await rawRows<{ items: string; more: boolean; last_created_at: Date | string | null; last_id: string | null }>(this.db, listStatement(request, view));
+    const row = rows[0]!; // an aggregate: always one row
+    if (!row.more || row.last_created_at === null || row.last_id === null) return { json: row.items };
+    return { json: row.items, nextCursor: encodeCursor({ createdAt: new Date(row.last_created_at), id: row.last_id }) };
   }
 
   /** Every sandbox matching the filter, unpaginated: for the reconciler's per-host sweep. */

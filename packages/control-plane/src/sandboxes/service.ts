@@ -285,7 +285,7 @@ export class SandboxService {
       for (let attempt = 1; ; attempt++) {
         try {
           const started = { hostId: host.id, hostIp: sandbox.hostIp, envdVersion: sandbox.envdVersion, runtime: sandbox.runtime, startedAt: sandbox.startedAt! };
-          const marked = this.changed(sandbox.id, await markStarted(this.options.db, sandbox.id, started, sandbox.startedAt!));
+          const marked = this.changed(sandbox.id, await markStarted(this.options.db, sandbox.id, started));
           if (!marked) {
             await this.rollBackCreate(sandbox.id, host);
             log.info({ hostId: host.id }, "sandbox destroyed while it was starting: removed from its host");

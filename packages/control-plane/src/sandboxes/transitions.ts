@@ -94,11 +94,11 @@ export async function transitionSandbox(db: Db, id: string, change: SandboxTrans
 
 /**
  * A create's `running` mark: `starting` → `running` with what its host answered, the run segment
- * opened at `now`, committed without waiting for the flush (see flushLater). transitionSandbox's
- * rule for entering running, as one statement prepared once: it follows every create.
+ * opened when the host started it, committed without waiting for the flush (see flushLater).
+ * transitionSandbox's rule for entering running, as one statement prepared once: it follows every create.
  */
-export function markStarted(db: Db, id: string, started: StartedOnHost, now = new Date()): Promise<Sandbox | undefined> {
-  return createRepositories(db).sandboxes.markStarted(id, started, now);
+export function markStarted(db: Db, id: string, started: StartedOnHost): Promise<Sandbox | undefined> {
+  return createRepositories(db).sandboxes.markStarted(id, started);
 }
 
 /** The usage of running `sandbox` from `start` to `end`, split at UTC midnights, by day. */
