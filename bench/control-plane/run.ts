@@ -228,18 +228,21 @@ async function main(): Promise<void> {
     );
     forwarder = forwarderStarted.child;
     const forwarderApi: Api = { url: `http://127.0.0.1:${forwarderStarted.matches[0]![1]!}`, key: "" };
+    /** One round, every path in turn: REST create+exec, the HTTP floor, the bare forwarder, the agent itself. */
+    const round = async (directId: string) => {
+      const viaApi = await restCreateThenExec(api);
+      const hop = await twoHops();
+      const forwarded = await restCreateThenExec(forwarderApi);
+      await rest(forwarderApi, "DELETE", `/v1/sandboxes/${forwarded.id}`);
+      await rest(api, "DELETE", `/v1/sandboxes/${viaApi.id}`);
+      const agentOnly = await agentCreateThenExec(directAgent!, directId);
+      await directAgent!.client.destroySandbox({ sandboxId: directId });
+      return { viaApi, hop, forwarded, agentOnly };
+    };
     // Warm-up: the same rounds as measured, untimed, so that every server runs JIT-compiled code
     // as it does in service (one round left the control plane's request path ~1 ms slower than
     // warm). Then interleave so drift on a noisy machine hits every path alike.
-    for (let i = 0; i < WARMUP; i++) {
-      const warm = await restCreateThenExec(api);
-      await twoHops();
-      const warmForwarder = await restCreateThenExec(forwarderApi);
-      await rest(forwarderApi, "DELETE", `/v1/sandboxes/${warmForwarder.id}`);
-      await rest(api, "DELETE", `/v1/sandboxes/${warm.id}`);
-      await agentCreateThenExec(directAgent, `warmup${i}`);
-      await directAgent.client.destroySandbox({ sandboxId: `warmup${i}` });
-    }
+    for (let i = 0; i < WARMUP; i++) await round(`warmup${i}`);
     const viaRest: number[] = [];
     const ownCost: number[] = [];
     const inServer: number[] = [];
@@ -248,18 +251,14 @@ async function main(): Promise<void> {
     const forwarderCost: number[] = [];
     const forwarderInServer: number[] = [];
     for (let i = 0; i < RUNS; i++) {
-      const { elapsed, overhead: own, inServer: server, id } = await restCreateThenExec(api);
-      hops.push(await twoHops());
-      const forwarded = await restCreateThenExec(forwarderApi);
+      const { viaApi, hop, forwarded, agentOnly } = await round(`direct${i}`);
+      viaRest.push(viaApi.elapsed);
+      ownCost.push(viaApi.overhead);
+      inServer.push(viaApi.inServer);
+      hops.push(hop);
       forwarderCost.push(forwarded.overhead);
       forwarderInServer.push(forwarded.inServer);
-      await rest(forwarderApi, "DELETE", `/v1/sandboxes/${forwarded.id}`);
-      viaRest.push(elapsed);
-      ownCost.push(own);
-      inServer.push(server);
-      await rest(api, "DELETE", `/v1/sandboxes/${id}`);
-      direct.push(await agentCreateThenExec(directAgent, `direct${i}`));
-      await directAgent.client.destroySandbox({ sandboxId: `direct${i}` });
+      direct.push(agentOnly);
     }
     const restStats = summary(viaRest);
     const directStats = summary(direct);
