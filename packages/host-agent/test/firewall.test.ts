@@ -39,6 +39,11 @@ describe("the sandbox firewall", { skip }, () => {
   const createdInterfaces: string[] = [];
 
   before(async () => {
+    // A failing hook's error is printed after the twelve tests it cancels; say it first, too.
+    const failed = (err: unknown) => {
+      console.error(`the firewall's fixtures did not come up: ${err instanceof Error ? err.stack : String(err)}`);
+      throw err;
+    };
     await fixtures.undoOnFailure(async () => {
       await createFakeHost(INTERNET.namespace, INTERNET.hostInterface, INTERNET.hostAddress, INTERNET.addresses, fixtures);
       await createFakeHost(PRIVATE.namespace, PRIVATE.hostInterface, PRIVATE.hostAddress, [PRIVATE.address], fixtures);
@@ -59,8 +64,8 @@ describe("the sandbox firewall", { skip }, () => {
       fixtures.defer("close host listener", () => new Promise((resolve) => hostServer.close(resolve)));
       await firewall.setup();
       fixtures.defer("tear down firewall", () => firewall.teardown());
-    });
-  });
+    }).catch(failed);
+  }, { timeout: 120_000 }); // ~2 s normally; a hang fails in minutes, not at the file's timeout
 
   after(async () => {
     await fixtures.run();

@@ -62,15 +62,28 @@ export async function probe(namespace: string, protocol: "tcp" | "udp", host: st
   return JSON.parse(out) as ProbeResult;
 }
 
-/** Starts a listener inside `namespace` (bound to 0.0.0.0) and registers its stop on `cleanup`. */
+/**
+ * Starts a listener inside `namespace` (bound to 0.0.0.0) and registers its stop on `cleanup`.
+ * Fails within TIMEOUT_MS, saying what the listener printed, if it does not report ready.
+ */
 export async function listen(namespace: string, protocol: "tcp" | "udp", port: number, cleanup: Cleanup): Promise<void> {
   const child = spawn("ip", ["netns", "exec", namespace, process.execPath, "-e", AGENT_SCRIPT, `${protocol}-listen`, "0.0.0.0", String(port)], {
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["ignore", "pipe", "pipe"],
   });
   cleanup.defer(`stop ${protocol} listener on ${namespace}:${port}`, () => stop(child));
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   const lines = createInterface({ input: child.stdout! });
-  const [first] = (await Promise.race([once(lines, "line"), once(child, "exit").then(() => [undefined])])) as [string | undefined];
-  if (first !== "ready") throw new Error(`${protocol} listener in ${namespace} on port ${port} did not start`);
+  const started = performance.now();
+  const first = await new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve(`no line within ${TIMEOUT_MS} ms`), TIMEOUT_MS);
+    lines.once("line", (line) => (clearTimeout(timer), resolve(line)));
+    child.once("exit", (code, signal) => (clearTimeout(timer), resolve(`exited (${signal ?? code})`)));
+  });
+  if (first !== "ready") {
+    const ms = Math.round(performance.now() - started);
+    throw new Error(`${protocol} listener in ${namespace} on port ${port} did not start after ${ms} ms: ${first}; stderr: ${stderr.trim() || "(none)"}`);
+  }
 }
 
 async function stop(child: ChildProcess): Promise<void> {
