@@ -3,6 +3,7 @@
 import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { growHeapForRelaying } from "@wrenn/http-relay";
 import { pino } from "pino";
 import { buildApi } from "./api/server.js";
 import { bootstrapAdmin } from "./bootstrap.js";
@@ -16,6 +17,8 @@ import { applyNice } from "./priority.js";
 /** How long the local agent may take to answer at start (it may still be booting its warm pool). */
 const LOCAL_AGENT_WAIT_MS = 60_000;
 
+// The edge proxy relays files and streams: room in the heap for the chunks in flight (http-relay/src/heap.ts).
+growHeapForRelaying();
 const config = loadConfig();
 // Asynchronous, gathered writes: a line per request written synchronously cost ~10% of the CPU of
 // a busy API, and one asynchronous write call per line still ~8% (both profiled). Lines are

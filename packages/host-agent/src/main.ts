@@ -5,9 +5,13 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { growHeapForRelaying } from "@wrenn/http-relay";
 import { DEFAULT_CONFIG, startAgent, type AgentConfig } from "./agent.js";
 import { logger } from "./logging/logger.js";
 import { parseWarmPoolTargets } from "./sandbox/warm-pool.js";
+
+// The port proxy relays files and streams: room in the heap for the chunks in flight (http-relay/src/heap.ts).
+growHeapForRelaying();
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
