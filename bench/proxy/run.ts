@@ -150,6 +150,16 @@ async function main(): Promise<void> {
     const source = path.join(scratch, "payload");
     await writeFile(source, bytes);
     const samples = { cp: [] as number[], proxyUp: [] as number[], directUp: [] as number[], relayUp: [] as number[], proxyDown: [] as number[], directDown: [] as number[], relayDown: [] as number[] };
+    // CPU of the process in the path per transfer: the control plane's on the proxy's (its
+    // background, a few ms/s, included), the relay's on the relay's.
+    const cpu = { proxyUp: [] as number[], relayUp: [] as number[], proxyDown: [] as number[], relayDown: [] as number[] };
+    const inPath = { proxy: processes.controlPlane, relay: processes.relay } as Record<string, number>;
+    const transferred = async (name: string, list: number[], cpuList: number[] | undefined, action: () => Promise<unknown>) => {
+      const pid = inPath[name];
+      const before = pid === undefined ? 0 : cpuMsOf(pid);
+      list.push(await timed(action));
+      if (pid !== undefined) cpuList!.push(cpuMsOf(pid) - before);
+    };
     const check = (read: Uint8Array, how: string) => {
       if (read.byteLength !== bytes.byteLength || !Buffer.from(read.buffer, read.byteOffset, read.byteLength).equals(bytes)) throw new Error(`${how}: the file read back differs`);
     };
@@ -159,44 +169,45 @@ async function main(): Promise<void> {
       // Each path goes first in turn (the first transfer after the writes met the host still
       // flushing them), and the host's dirty pages are written out before each transfer.
       const handles = [
-        { name: "proxy", sdk: sandbox, up: samples.proxyUp, down: samples.proxyDown },
-        { name: "direct", sdk: direct, up: samples.directUp, down: samples.directDown },
-        { name: "relay", sdk: relayed, up: samples.relayUp, down: samples.relayDown },
+        { name: "proxy", sdk: sandbox, up: samples.proxyUp, down: samples.proxyDown, upCpu: cpu.proxyUp, downCpu: cpu.proxyDown },
+        { name: "direct", sdk: direct, up: samples.directUp, down: samples.directDown, upCpu: undefined, downCpu: undefined },
+        { name: "relay", sdk: relayed, up: samples.relayUp, down: samples.relayDown, upCpu: cpu.relayUp, downCpu: cpu.relayDown },
       ] as const;
       const turn = [0, 1, 2].map((k) => handles[(i + k) % handles.length]!);
-      for (const { name, sdk, up } of turn) {
+      for (const { name, sdk, up, upCpu } of turn) {
         execFileSync("sync");
-        up.push(await timed(() => sdk.files.write(`/home/user/payload-${name}`, payload)));
+        await transferred(name, up, upCpu, () => sdk.files.write(`/home/user/payload-${name}`, payload));
       }
-      for (const [k, { name, sdk, down }] of turn.entries()) {
+      for (const [k, { name, sdk, down, downCpu }] of turn.entries()) {
         // Each reads a file another path wrote.
         const written = turn[(k + 1) % turn.length]!.name;
         execFileSync("sync");
         let read: Uint8Array | undefined;
-        down.push(await timed(async () => (read = await sdk.files.read(`/home/user/payload-${written}`, { format: "bytes" }))));
+        await transferred(name, down, downCpu, async () => (read = await sdk.files.read(`/home/user/payload-${written}`, { format: "bytes" })));
         check(read!, `read by ${name}`);
       }
       await sandbox.commands.run("rm -f /home/user/payload-proxy /home/user/payload-direct /home/user/payload-relay");
     }
     const size = bytes.byteLength;
     const rate = (list: number[]) => mibPerSec(size, summary(list).p50);
-    const transfer = (proxy: number[], direct: number[], relay: number[]) => ({
+    const transfer = (proxy: number[], direct: number[], relay: number[], proxyCpu: number[], relayCpu: number[]) => ({
       proxyMiBps: rate(proxy),
       directMiBps: rate(direct),
       relayMiBps: rate(relay),
       ratio: +(summary(proxy).p50 / summary(direct).p50).toFixed(3),
       relayRatio: +(summary(relay).p50 / summary(direct).p50).toFixed(3),
+      cpuMs: { proxy: Math.round(summary(proxyCpu).p50), relay: Math.round(summary(relayCpu).p50) },
     });
     const files = {
       mib: MIB,
       cpMiBps: rate(samples.cp),
-      upload: transfer(samples.proxyUp, samples.directUp, samples.relayUp),
-      download: transfer(samples.proxyDown, samples.directDown, samples.relayDown),
+      upload: transfer(samples.proxyUp, samples.directUp, samples.relayUp, cpu.proxyUp, cpu.relayUp),
+      download: transfer(samples.proxyDown, samples.directDown, samples.relayDown, cpu.proxyDown, cpu.relayDown),
     };
     report.files = files;
     console.log(`cp of ${MIB} MiB on the host (floor): ${files.cpMiBps} MiB/s`);
-    console.log(`files.write ${MIB} MiB: direct ${files.upload.directMiBps} MiB/s, via proxy ${files.upload.proxyMiBps} MiB/s → proxy takes ${files.upload.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.upload.relayMiBps} MiB/s, ${files.upload.relayRatio}×`);
-    console.log(`files.read  ${MIB} MiB: direct ${files.download.directMiBps} MiB/s, via proxy ${files.download.proxyMiBps} MiB/s → proxy takes ${files.download.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.download.relayMiBps} MiB/s, ${files.download.relayRatio}×`);
+    console.log(`files.write ${MIB} MiB: direct ${files.upload.directMiBps} MiB/s, via proxy ${files.upload.proxyMiBps} MiB/s → proxy takes ${files.upload.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.upload.relayMiBps} MiB/s, ${files.upload.relayRatio}×; CPU per transfer (p50): edge proxy ${files.upload.cpuMs.proxy} ms, bare relay ${files.upload.cpuMs.relay} ms`);
+    console.log(`files.read  ${MIB} MiB: direct ${files.download.directMiBps} MiB/s, via proxy ${files.download.proxyMiBps} MiB/s → proxy takes ${files.download.ratio}× as long (goal ≤ ${GOALS.throughputRatio}×); bare relay ${files.download.relayMiBps} MiB/s, ${files.download.relayRatio}×; CPU per transfer (p50): edge proxy ${files.download.cpuMs.proxy} ms, bare relay ${files.download.cpuMs.relay} ms`);
   } finally {
     await sandbox?.kill().catch(() => undefined);
     await stop(relay);
