@@ -11,7 +11,7 @@
 import { setFlagsFromString } from "node:v8";
 
 /** The old generation may grow to (1 + this / 100) times the heap live after a full GC. */
-export const RELAY_HEAP_GROWING_PERCENT = 100;
+const RELAY_HEAP_GROWING_PERCENT = 100;
 
 /**
  * Fixes V8's heap growing factor for a process that relays bulk traffic. Call first thing in

@@ -4,4 +4,4 @@ export { refuseOnResponse, refuseOnSocket, type Refusal } from "./refusal.js";
 export { REPLAYABLE_BODY_MAX_BYTES, readReplayableBody, watchReuse } from "./replay.js";
 export { limitConnect } from "./connect.js";
 export { SandboxConnections } from "./sandbox-connections.js";
-export { RELAY_HEAP_GROWING_PERCENT, growHeapForRelaying } from "./heap.js";
+export { growHeapForRelaying } from "./heap.js";

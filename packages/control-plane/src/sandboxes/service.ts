@@ -21,7 +21,7 @@ import { agentError, callAgent, type AgentClient } from "../hosts/agent-client.j
 import type { HostRegistry } from "../hosts/registry.js";
 import type { Placement } from "../orchestration/placement.js";
 import { templateRuntimes } from "../templates/runtimes.js";
-import { CREATE_TIMEOUT_MS, FINAL_STATUSES, markStarted, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
+import { CREATE_TIMEOUT_MS, FINAL_STATUSES, requireStatus, transitionSandbox, type SandboxTransition } from "./transitions.js";
 import { AgentTime } from "./agent-time.js";
 import { ReadBehindCache } from "./read-behind.js";
 import { RunningSandboxCache, type RunningSandbox } from "./running-cache.js";
@@ -285,7 +285,8 @@ export class SandboxService {
       for (let attempt = 1; ; attempt++) {
         try {
           const started = { hostId: host.id, hostIp: sandbox.hostIp, envdVersion: sandbox.envdVersion, runtime: sandbox.runtime, startedAt: sandbox.startedAt! };
-          const marked = this.changed(sandbox.id, await markStarted(this.options.db, sandbox.id, started));
+          // transitionSandbox's rule for entering running, as one prepared statement (SandboxRepository.markStarted).
+          const marked = this.changed(sandbox.id, await this.repos.sandboxes.markStarted(sandbox.id, started));
           if (!marked) {
             await this.rollBackCreate(sandbox.id, host);
             log.info({ hostId: host.id }, "sandbox destroyed while it was starting: removed from its host");

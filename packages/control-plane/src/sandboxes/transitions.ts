@@ -6,7 +6,7 @@ import type { NewAuditEntry } from "../db/audit.js";
 import type { Db } from "../db/database.js";
 import { createRepositories } from "../db/repositories.js";
 import { SANDBOX_STATUSES, sandboxes, type Sandbox, type SandboxStatus } from "../db/schema.js";
-import type { SandboxChanges, StartedOnHost } from "../db/sandboxes.js";
+import type { SandboxChanges } from "../db/sandboxes.js";
 import type { UsageIncrement } from "../db/usage.js";
 import { WrennError } from "../errors.js";
 
@@ -90,15 +90,6 @@ export async function transitionSandbox(db: Db, id: string, change: SandboxTrans
     if (changed && change.audit) await repos.audit.record(change.audit);
     return changed;
   });
-}
-
-/**
- * A create's `running` mark: `starting` → `running` with what its host answered, the run segment
- * opened when the host started it, committed without waiting for the flush (see flushLater).
- * transitionSandbox's rule for entering running, as one statement prepared once: it follows every create.
- */
-export function markStarted(db: Db, id: string, started: StartedOnHost): Promise<Sandbox | undefined> {
-  return createRepositories(db).sandboxes.markStarted(id, started);
 }
 
 /** The usage of running `sandbox` from `start` to `end`, split at UTC midnights, by day. */
