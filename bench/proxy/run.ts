@@ -153,12 +153,11 @@ async function main(): Promise<void> {
     // CPU of the process in the path per transfer: the control plane's on the proxy's (its
     // background, a few ms/s, included), the relay's on the relay's.
     const cpu = { proxyUp: [] as number[], relayUp: [] as number[], proxyDown: [] as number[], relayDown: [] as number[] };
-    const inPath = { proxy: processes.controlPlane, relay: processes.relay } as Record<string, number>;
-    const transferred = async (name: string, list: number[], cpuList: number[] | undefined, action: () => Promise<unknown>) => {
-      const pid = inPath[name];
+    /** Times `action` into `list`; with `pid`, the CPU that process spent meanwhile into `cpuList`. */
+    const transferred = async (action: () => Promise<unknown>, list: number[], pid?: number, cpuList?: number[]) => {
       const before = pid === undefined ? 0 : cpuMsOf(pid);
       list.push(await timed(action));
-      if (pid !== undefined) cpuList!.push(cpuMsOf(pid) - before);
+      if (pid !== undefined) cpuList?.push(cpuMsOf(pid) - before);
     };
     const check = (read: Uint8Array, how: string) => {
       if (read.byteLength !== bytes.byteLength || !Buffer.from(read.buffer, read.byteOffset, read.byteLength).equals(bytes)) throw new Error(`${how}: the file read back differs`);
@@ -169,21 +168,21 @@ async function main(): Promise<void> {
       // Each path goes first in turn (the first transfer after the writes met the host still
       // flushing them), and the host's dirty pages are written out before each transfer.
       const handles = [
-        { name: "proxy", sdk: sandbox, up: samples.proxyUp, down: samples.proxyDown, upCpu: cpu.proxyUp, downCpu: cpu.proxyDown },
-        { name: "direct", sdk: direct, up: samples.directUp, down: samples.directDown, upCpu: undefined, downCpu: undefined },
-        { name: "relay", sdk: relayed, up: samples.relayUp, down: samples.relayDown, upCpu: cpu.relayUp, downCpu: cpu.relayDown },
+        { name: "proxy", sdk: sandbox, pid: processes.controlPlane, up: samples.proxyUp, down: samples.proxyDown, upCpu: cpu.proxyUp, downCpu: cpu.proxyDown },
+        { name: "direct", sdk: direct, pid: undefined, up: samples.directUp, down: samples.directDown, upCpu: undefined, downCpu: undefined },
+        { name: "relay", sdk: relayed, pid: processes.relay, up: samples.relayUp, down: samples.relayDown, upCpu: cpu.relayUp, downCpu: cpu.relayDown },
       ] as const;
       const turn = [0, 1, 2].map((k) => handles[(i + k) % handles.length]!);
-      for (const { name, sdk, up, upCpu } of turn) {
+      for (const { name, sdk, pid, up, upCpu } of turn) {
         execFileSync("sync");
-        await transferred(name, up, upCpu, () => sdk.files.write(`/home/user/payload-${name}`, payload));
+        await transferred(() => sdk.files.write(`/home/user/payload-${name}`, payload), up, pid, upCpu);
       }
-      for (const [k, { name, sdk, down, downCpu }] of turn.entries()) {
+      for (const [k, { name, sdk, pid, down, downCpu }] of turn.entries()) {
         // Each reads a file another path wrote.
         const written = turn[(k + 1) % turn.length]!.name;
         execFileSync("sync");
         let read: Uint8Array | undefined;
-        await transferred(name, down, downCpu, async () => (read = await sdk.files.read(`/home/user/payload-${written}`, { format: "bytes" })));
+        await transferred(async () => (read = await sdk.files.read(`/home/user/payload-${written}`, { format: "bytes" })), down, pid, downCpu);
         check(read!, `read by ${name}`);
       }
       await sandbox.commands.run("rm -f /home/user/payload-proxy /home/user/payload-direct /home/user/payload-relay");
